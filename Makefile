@@ -1,0 +1,39 @@
+# Everything runs from a fresh clone with nothing but python3: the first target that needs
+# the environment creates .venv and installs the project (editable) into it.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SOURCE ?= data/sample
+STORE  ?= data/celebamask-hq.zarr
+JOBS   ?=
+CONFIG ?= default
+SAMPLE_COUNT ?= 200
+
+JOBS_FLAG := $(if $(JOBS),--jobs $(JOBS),)
+
+.PHONY: build-store test venv clean-store clean
+
+$(BIN)/celebamask: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/celebamask
+
+# The synthetic sample is made only when building the default source and it is absent.
+data/sample: | $(BIN)/celebamask
+	$(BIN)/celebamask synth $@ --count $(SAMPLE_COUNT) --seed 0
+
+build-store: $(BIN)/celebamask $(if $(filter data/sample,$(SOURCE)),data/sample,)
+	$(BIN)/celebamask build $(SOURCE) $(STORE) --config $(CONFIG) $(JOBS_FLAG) --overwrite
+
+test: $(BIN)/celebamask
+	$(BIN)/python -m pytest -q
+
+clean-store:
+	rm -rf $(STORE)
+
+clean:
+	rm -rf $(VENV) data/sample $(STORE)

@@ -1,0 +1,9 @@
+"""celebamask: CelebAMask-HQ as one sharded Zarr v3 store.
+
+Public API: :func:`open_store` (and the ``celebamask`` command line). Everything else may change.
+"""
+
+from pipeline.errors import CelebaMaskError
+from pipeline.reader import CelebAMaskStore, open_store
+
+__all__ = ["CelebAMaskStore", "CelebaMaskError", "open_store"]

@@ -1,0 +1,92 @@
+"""Open a built store lazily: nothing is read until a sample, an array slice or a mask is asked for."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from pipeline.config import ClassInfo
+from pipeline.errors import CelebaMaskError
+
+
+class CelebAMaskStore:
+    """A built store: ``images``/``labels`` are lazy zarr arrays, rows in ascending sample id."""
+
+    def __init__(self, group: zarr.Group, location: str) -> None:
+        self.group = group
+        self.location = location
+        attrs = dict(group.attrs)
+        self.attrs: dict[str, Any] = attrs
+        self.images: zarr.Array = group["image"]  # type: ignore[assignment]
+        self.labels: zarr.Array = group["label"]  # type: ignore[assignment]
+        self.sample_ids: zarr.Array = group["sample_id"]  # type: ignore[assignment]
+        self.classes: list[ClassInfo] = [
+            ClassInfo(int(c["id"]), str(c["name"]), tuple(c["color"])) for c in attrs["classes"]  # type: ignore[arg-type]
+        ]
+        self.paint_order: list[str] = list(attrs["paint_order"])
+        self.background: int = int(attrs["background"])
+        self._ids_by_name = {c.name: c.id for c in self.classes}
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.attrs.get("complete", False))
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return dict(self.attrs.get("provenance", {}))
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __repr__(self) -> str:
+        state = "complete" if self.complete else "INCOMPLETE"
+        return f"<CelebAMaskStore {self.location!r}: {len(self)} samples, {len(self.classes)} classes, {state}>"
+
+    def __getitem__(self, row: int) -> dict[str, Any]:
+        row = self._row(row)
+        return {
+            "image": self.images[row],
+            "label": self.labels[row],
+            "sample_id": int(self.sample_ids[row]),
+        }
+
+    def class_id(self, name: str) -> int:
+        try:
+            return self._ids_by_name[name]
+        except KeyError:
+            raise KeyError(f"unknown class {name!r}; this store has: {', '.join(self._ids_by_name)}") from None
+
+    def mask(self, row: int, name: str) -> np.ndarray:
+        """Where the label map of ``row`` is ``name`` (after painting, so occluded parts are False)."""
+        class_id = self.class_id(name)
+        return np.asarray(self.labels[self._row(row)]) == class_id
+
+    def _row(self, row: int) -> int:
+        count = len(self)
+        index = int(row)
+        if index < 0:
+            index += count
+        if not 0 <= index < count:
+            raise IndexError(f"row {row} out of range for a store of {count} samples")
+        return index
+
+
+def open_store(path: str | Path, *, allow_incomplete: bool = False) -> CelebAMaskStore:
+    """Open a store read-only; an unfinished build is refused unless ``allow_incomplete``."""
+    location = os.fspath(path)
+    try:
+        group = zarr.open_group(location, mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
+        raise CelebaMaskError(location, f"not a celebamask store ({exc})") from exc
+    if "classes" not in group.attrs or "image" not in group:
+        raise CelebaMaskError(location, "not a celebamask store: no class table or no image array")
+    store = CelebAMaskStore(group, location)
+    if not store.complete and not allow_incomplete:
+        raise CelebaMaskError(
+            location, "store is incomplete (the build did not finish); pass allow_incomplete=True to read it anyway"
+        )
+    return store

@@ -1,0 +1,271 @@
+"""Find a CelebAMask-HQ download (folder or .zip) and index it with one listing per folder.
+
+The official merge script checks each of 18 possible files per image and, when its paths are
+wrong, silently paints nothing. Here every mask that exists is listed once, parsed, checked
+(known class, an image to go with it) and paired with its image; anything unexpected stops
+the build with the file's name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from pipeline.classes import IGNORED_MASK_NAMES, MASK_CLASS_NAMES
+from pipeline.errors import CelebaMaskError
+
+IMAGE_DIR = "CelebA-HQ-img"
+MASK_DIR = "CelebAMask-HQ-mask-anno"
+DATASET_DIR = "CelebAMask-HQ"
+ANNOTATION_FILES = (
+    "CelebA-HQ-to-CelebA-mapping.txt",
+    "CelebAMask-HQ-attribute-anno.txt",
+    "CelebAMask-HQ-pose-anno.txt",
+)
+IMAGE_NAME = re.compile(r"^(\d+)\.jpg$", re.IGNORECASE)
+MASK_NAME = re.compile(r"^(\d+)_([A-Za-z_]+)\.png$", re.IGNORECASE)
+# Places a user may point at, relative to the dataset root: the root, its parent, a nested copy.
+ROOT_CANDIDATES = ("", DATASET_DIR, f"{DATASET_DIR}/{DATASET_DIR}")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image and the masks that exist for it, as paths relative to the dataset root."""
+
+    index: int
+    image: str
+    masks: dict[str, str] = field(hash=False)  # class name -> relative path
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Picklable handle a worker uses to open the source itself (a zip handle cannot travel)."""
+
+    location: str  # the folder or .zip the user named, absolute
+    root: str  # dataset root inside it: a folder path, or a member prefix inside the zip
+
+    @property
+    def is_zip(self) -> bool:
+        return os.path.isfile(self.location)
+
+    def open(self) -> "SourceFiles":
+        return ZipFiles(self) if self.is_zip else DirectoryFiles(self)
+
+
+class SourceFiles:
+    """Reads files of the dataset by their path relative to the root."""
+
+    def __init__(self, ref: SourceRef) -> None:
+        self.ref = ref
+
+    def display(self, rel: str) -> str:
+        raise NotImplementedError
+
+    def read(self, rel: str) -> bytes:
+        raise NotImplementedError
+
+    def exists(self, rel: str) -> bool:
+        raise NotImplementedError
+
+    def list_images(self) -> list[str]:
+        raise NotImplementedError
+
+    def list_masks(self) -> list[str]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "SourceFiles":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DirectoryFiles(SourceFiles):
+    def display(self, rel: str) -> str:
+        return os.path.join(self.ref.root, rel)
+
+    def read(self, rel: str) -> bytes:
+        path = self.display(rel)
+        try:
+            with open(path, "rb") as handle:
+                return handle.read()
+        except OSError as exc:
+            raise CelebaMaskError(path, f"cannot read: {exc.strerror or exc}") from exc
+
+    def exists(self, rel: str) -> bool:
+        return os.path.isfile(self.display(rel))
+
+    def list_images(self) -> list[str]:
+        with os.scandir(self.display(IMAGE_DIR)) as entries:
+            return [f"{IMAGE_DIR}/{e.name}" for e in entries if e.is_file()]
+
+    def list_masks(self) -> list[str]:
+        names = []
+        with os.scandir(self.display(MASK_DIR)) as folders:
+            for folder in folders:
+                if folder.is_dir():
+                    with os.scandir(folder.path) as entries:
+                        names += [f"{MASK_DIR}/{folder.name}/{e.name}" for e in entries if e.is_file()]
+                elif folder.is_file():
+                    names.append(f"{MASK_DIR}/{folder.name}")
+        return names
+
+
+class ZipFiles(SourceFiles):
+    """Reads members in place; the archive's central directory is the one scan."""
+
+    def __init__(self, ref: SourceRef) -> None:
+        super().__init__(ref)
+        try:
+            self.archive = zipfile.ZipFile(ref.location)
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise CelebaMaskError(ref.location, f"cannot open zip archive: {exc}") from exc
+        self.members = {info.filename: info for info in self.archive.infolist() if not info.is_dir()}
+
+    def member(self, rel: str) -> str:
+        return f"{self.ref.root}/{rel}" if self.ref.root else rel
+
+    def display(self, rel: str) -> str:
+        return f"{self.ref.location}:{self.member(rel)}"
+
+    def read(self, rel: str) -> bytes:
+        try:
+            return self.archive.read(self.member(rel))
+        except (OSError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            raise CelebaMaskError(self.display(rel), f"cannot read from archive: {exc}") from exc
+
+    def exists(self, rel: str) -> bool:
+        return self.member(rel) in self.members
+
+    def _under(self, folder: str) -> list[str]:
+        prefix = self.member(folder) + "/"
+        start = len(self.member(""))
+        return [name[start:] if self.ref.root else name for name in self.members if name.startswith(prefix)]
+
+    def list_images(self) -> list[str]:
+        return [n for n in self._under(IMAGE_DIR) if n.count("/") == 1]
+
+    def list_masks(self) -> list[str]:
+        return [n for n in self._under(MASK_DIR) if n.count("/") <= 2]
+
+    def close(self) -> None:
+        self.archive.close()
+
+
+def locate_source(path: str | Path) -> SourceRef:
+    """Accept the dataset root, its parent, a once-nested copy, or the downloaded .zip."""
+    location = os.path.abspath(os.fspath(path))
+    if not os.path.exists(location):
+        raise CelebaMaskError(location, "source does not exist")
+    looked_for = f"{IMAGE_DIR}/ and {MASK_DIR}/ in it, in {DATASET_DIR}/ and in {DATASET_DIR}/{DATASET_DIR}/"
+    if os.path.isfile(location):
+        if not zipfile.is_zipfile(location):
+            raise CelebaMaskError(location, "source is a file but not a zip archive")
+        with zipfile.ZipFile(location) as archive:
+            dirs = {str(PurePosixPath(n).parent) for n in archive.namelist()}
+            dirs |= {str(p) for d in list(dirs) for p in PurePosixPath(d).parents}
+        for candidate in ROOT_CANDIDATES:
+            images = f"{candidate}/{IMAGE_DIR}" if candidate else IMAGE_DIR
+            masks = f"{candidate}/{MASK_DIR}" if candidate else MASK_DIR
+            if images in dirs and masks in dirs:
+                return SourceRef(location, candidate)
+        raise CelebaMaskError(location, f"not a CelebAMask-HQ archive: looked for {looked_for}")
+    for candidate in ROOT_CANDIDATES:
+        root = os.path.join(location, candidate) if candidate else location
+        if os.path.isdir(os.path.join(root, IMAGE_DIR)) and os.path.isdir(os.path.join(root, MASK_DIR)):
+            return SourceRef(location, root)
+    for candidate in ROOT_CANDIDATES:
+        root = os.path.join(location, candidate) if candidate else location
+        for present, absent in ((IMAGE_DIR, MASK_DIR), (MASK_DIR, IMAGE_DIR)):
+            if os.path.isdir(os.path.join(root, present)):
+                raise CelebaMaskError(root, f"has {present}/ but no {absent}/ beside it")
+    raise CelebaMaskError(location, f"not a CelebAMask-HQ download: looked for {looked_for}")
+
+
+@dataclass
+class SourceIndex:
+    ref: SourceRef
+    samples: list[Sample]
+    annotations: dict[str, str]  # annotation file name -> relative path, for those present
+    ignored_files: list[str]
+
+    @property
+    def mask_count(self) -> int:
+        return sum(len(s.masks) for s in self.samples)
+
+    def class_file_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(MASK_CLASS_NAMES, 0)
+        for sample in self.samples:
+            for name in sample.masks:
+                counts[name] += 1
+        return counts
+
+
+def index_source(ref: SourceRef) -> SourceIndex:
+    """List images and masks once, parse their names, and pair them; refuse anything inconsistent."""
+    with ref.open() as files:
+        image_names = files.list_images()
+        mask_names = files.list_masks()
+        annotations = {name: name for name in ANNOTATION_FILES if files.exists(name)}
+        images_dir = files.display(IMAGE_DIR)
+        masks_dir = files.display(MASK_DIR)
+        display = files.display
+
+    ignored: list[str] = []
+    images: dict[int, str] = {}
+    for rel in image_names:
+        base = rel.rsplit("/", 1)[-1]
+        match = IMAGE_NAME.match(base)
+        if not match:
+            ignored.append(rel)
+            continue
+        index = int(match.group(1))
+        if index in images:
+            raise CelebaMaskError(display(rel), f"second image for sample {index} (also {images[index]})")
+        images[index] = rel
+    if not images:
+        raise CelebaMaskError(images_dir, "no images: looked for files named <index>.jpg")
+
+    masks: dict[int, dict[str, str]] = {}
+    for rel in mask_names:
+        base = rel.rsplit("/", 1)[-1]
+        if base.startswith(".") or not base.lower().endswith(".png"):
+            ignored.append(rel)
+            continue
+        match = MASK_NAME.match(base)
+        if not match:
+            raise CelebaMaskError(display(rel), "mask file name is not <index:05d>_<class>.png")
+        index, class_name = int(match.group(1)), match.group(2).lower()
+        if class_name in IGNORED_MASK_NAMES:
+            ignored.append(rel)
+            continue
+        if class_name not in MASK_CLASS_NAMES:
+            raise CelebaMaskError(
+                display(rel), f"unknown class {class_name!r}; known: {', '.join(MASK_CLASS_NAMES)}"
+            )
+        per_sample = masks.setdefault(index, {})
+        if class_name in per_sample:
+            raise CelebaMaskError(display(rel), f"second {class_name} mask for sample {index} (also {per_sample[class_name]})")
+        per_sample[class_name] = rel
+    if not masks:
+        raise CelebaMaskError(masks_dir, "no masks: looked for <index:05d>_<class>.png in its numbered folders")
+
+    orphans = sorted(set(masks) - set(images))
+    if orphans:
+        first = next(iter(masks[orphans[0]].values()))
+        raise CelebaMaskError(
+            display(first), f"mask with no image: {IMAGE_DIR}/{orphans[0]}.jpg is missing ({len(orphans)} such samples)"
+        )
+    bare = sorted(set(images) - set(masks))
+    if bare:
+        raise CelebaMaskError(
+            display(images[bare[0]]), f"image with no masks in {MASK_DIR}/ ({len(bare)} such images)"
+        )
+    samples = [Sample(index, images[index], masks[index]) for index in sorted(images)]
+    return SourceIndex(ref, samples, annotations, sorted(ignored))

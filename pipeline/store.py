@@ -1,0 +1,138 @@
+"""The store's layout, and the two ways it is written: the coordinator creates it, workers fill shards.
+
+Every array keeps one sample per chunk so a single sample is one small read, and groups
+``shard_size`` samples per shard file so 30,000 samples make a few hundred files, not 60,000.
+A worker always writes one whole shard, so no two workers ever touch the same file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import Crc32cCodec, TransposeCodec, ZstdCodec
+
+from pipeline.config import LABEL_FILL, ClassConfig
+from pipeline.errors import CelebaMaskError
+
+LAYOUT = "celebamask/1"  # bump when the arrays or attributes change meaning
+IMAGE_ZSTD_LEVEL = 3
+LABEL_ZSTD_LEVEL = 5
+
+
+def _chunk_codecs(level: int) -> dict[str, Any]:
+    # crc32c last: a flipped byte in a stored chunk is reported, never decoded as garbage.
+    return {"compressors": [ZstdCodec(level=level), Crc32cCodec()]}
+
+
+def is_store(path: str | Path) -> bool:
+    return os.path.isfile(os.path.join(path, "zarr.json"))
+
+
+def prepare_target(path: str | Path, overwrite: bool) -> None:
+    """Refuse to touch an existing path unless asked; never delete something that is not a store."""
+    path = os.fspath(path)
+    if not os.path.lexists(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise CelebaMaskError(path, f"cannot create store: parent folder {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise CelebaMaskError(path, f"cannot create store: parent folder {parent} is not writable")
+        return
+    if not overwrite:
+        raise CelebaMaskError(path, "already exists; pass --overwrite to replace it")
+    if os.path.isdir(path) and not os.listdir(path):
+        return
+    if not is_store(path):
+        raise CelebaMaskError(path, "exists and is not a Zarr store; refusing to overwrite it")
+    shutil.rmtree(path)
+
+
+def create_store(
+    path: str | Path,
+    sample_ids: Sequence[int],
+    config: ClassConfig,
+    shard_size: int,
+    attributes: dict[str, Any],
+) -> zarr.Group:
+    """Write all metadata (``complete: false``) and ``sample_id``; images and labels come later by shard."""
+    count, size = len(sample_ids), config.size
+    try:
+        group = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3)
+    except OSError as exc:
+        raise CelebaMaskError(path, f"cannot create store: {exc.strerror or exc}") from exc
+    group.update_attributes(
+        {
+            "layout": LAYOUT,
+            "complete": False,
+            "classes": [c.to_json() for c in config.classes],
+            "paint_order": list(config.paint_order),
+            "background": config.background,
+            "size": size,
+            "shard_size": shard_size,
+            **attributes,
+        }
+    )
+    group.create_array(
+        "image",
+        shape=(count, size, size, 3),
+        chunks=(1, size, size, 3),
+        shards=(shard_size, size, size, 3),
+        dtype="uint8",
+        fill_value=0,
+        dimension_names=("sample", "y", "x", "channel"),
+        # Channel planes compress better than interleaved RGB; transpose is a core v3 codec.
+        filters=[TransposeCodec(order=(0, 3, 1, 2))],
+        **_chunk_codecs(IMAGE_ZSTD_LEVEL),
+    )
+    group.create_array(
+        "label",
+        shape=(count, size, size),
+        chunks=(1, size, size),
+        shards=(shard_size, size, size),
+        dtype="uint8",
+        fill_value=LABEL_FILL,
+        dimension_names=("sample", "y", "x"),
+        attributes={"fill_means": "not written"},
+        **_chunk_codecs(LABEL_ZSTD_LEVEL),
+    )
+    ids = group.create_array(
+        "sample_id",
+        shape=(count,),
+        chunks=(max(count, 1),),
+        dtype="int32",
+        fill_value=-1,
+        dimension_names=("sample",),
+        **_chunk_codecs(LABEL_ZSTD_LEVEL),
+    )
+    ids[:] = np.asarray(sample_ids, dtype=np.int32)
+    return group
+
+
+def write_shard(path: str | Path, start: int, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write rows ``start ... start+len(images)``: exactly one shard, written whole."""
+    group = zarr.open_group(os.fspath(path), mode="r+")
+    stop = start + len(images)
+    try:
+        group["image"][start:stop] = images
+        group["label"][start:stop] = labels
+    except OSError as exc:
+        raise CelebaMaskError(path, f"cannot write shard at row {start}: {exc.strerror or exc}") from exc
+
+
+def mark_complete(path: str | Path, attributes: dict[str, Any]) -> None:
+    """The last write of a build: only now may readers trust every row."""
+    group = zarr.open_group(os.fspath(path), mode="r+")
+    group.update_attributes({**attributes, "complete": True})
+
+
+def bytes_on_disk(path: str | Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(path):
+        total += sum(os.path.getsize(os.path.join(folder, name)) for name in files)
+    return total
