@@ -69,7 +69,7 @@ def build_shard(ref: SourceRef, samples: Sequence[Sample], config: ClassConfig, 
     with ref.open() as files:
         for row, sample in enumerate(samples):
             images[row], labels[row] = build_sample(files, sample, config)
-    write_shard(store, start, images, labels)
+    write_shard(store, start, {"image": images, "label": labels})
     return len(samples)
 
 

@@ -114,13 +114,37 @@ def create_store(
     return group
 
 
-def write_shard(path: str | Path, start: int, images: np.ndarray, labels: np.ndarray) -> None:
-    """Write rows ``start ... start+len(images)``: exactly one shard, written whole."""
+def create_row_array(
+    group: zarr.Group,
+    name: str,
+    count: int,
+    shard_size: int,
+    row_shape: tuple[int, ...],
+    dtype: str,
+    fill_value: Any,
+    dimension_names: tuple[str, ...],
+    attributes: dict[str, Any] | None = None,
+) -> zarr.Array:
+    """A small per-sample array (one row per sample) chunked like the shards, so the worker that
+    writes a shard also writes these rows and never shares a chunk with another worker."""
+    return group.create_array(
+        name,
+        shape=(count, *row_shape),
+        chunks=(shard_size, *row_shape),
+        dtype=dtype,
+        fill_value=fill_value,
+        dimension_names=("sample", *dimension_names),
+        attributes=attributes or {},
+        **_chunk_codecs(LABEL_ZSTD_LEVEL),
+    )
+
+
+def write_shard(path: str | Path, start: int, rows: dict[str, np.ndarray]) -> None:
+    """Write rows ``start ... start+n`` of every array in ``rows``: exactly one shard, written whole."""
     group = zarr.open_group(os.fspath(path), mode="r+")
-    stop = start + len(images)
     try:
-        group["image"][start:stop] = images
-        group["label"][start:stop] = labels
+        for name, values in rows.items():
+            group[name][start : start + len(values)] = values  # type: ignore[index]
     except OSError as exc:
         raise CelebaMaskError(path, f"cannot write shard at row {start}: {exc.strerror or exc}") from exc
 
