@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -21,10 +22,11 @@ from typing import Any, Literal
 
 import numpy as np
 import zarr
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
 
 from pipeline.config import LABEL_FILL, ClassConfig, load_config
 from pipeline.errors import CelebaMaskError
+from pipeline.location import StoreTarget, as_target
 from pipeline.merge import decode_mask, paint_label
 from pipeline.resize import decode_image, resize_label
 from pipeline.source import Sample, SourceFiles, SourceIndex, SourceRef, index_source, locate_source
@@ -44,6 +46,7 @@ from pipeline.store import (
 
 DEFAULT_SHARD_SIZE = 64
 OnError = Literal["fail", "skip"]
+Backend = Literal["local", "dask"]
 # Options that change the arrays: a resume must use the same ones.
 RESUME_MUST_MATCH = ("size", "shard_size", "limit")
 
@@ -95,7 +98,7 @@ def build_shard(
     ref: SourceRef,
     samples: Sequence[Sample],
     config: ClassConfig,
-    store: str,
+    store: StoreTarget,
     shard: int,
     start: int,
     on_error: OnError = "fail",
@@ -135,12 +138,18 @@ def build_store(
     resume: bool = False,
     on_error: OnError = "fail",
     progress: Callable[[int, int], None] | None = None,
+    storage_options: dict[str, Any] | None = None,
+    backend: Backend = "local",
+    scheduler: str | None = None,
+    dask_local: int | None = None,
 ) -> BuildReport:
     """Build ``store`` from ``source``; ``progress(done, total)`` is called as shards finish.
 
     ``resume`` continues an unfinished store built with the same options (starting afresh if
     there is none); ``overwrite`` replaces an existing store. Without either, an existing
-    store is refused untouched.
+    store is refused untouched. ``store`` may be a URL (s3://, memory://, …) with fsspec
+    ``storage_options``. ``backend="dask"`` runs the same shard tasks on a dask.distributed
+    cluster at ``scheduler``, or on a LocalCluster of ``dask_local`` worker processes.
     """
     started = time.perf_counter()
     class_config = load_config(config)
@@ -153,7 +162,11 @@ def build_store(
     if resume and overwrite:
         raise CelebaMaskError(store, "choose --resume or --overwrite, not both")
     jobs = available_cores() if jobs is None or jobs < 1 else jobs
-    store = os.path.abspath(os.fspath(store))
+    if backend not in ("local", "dask"):
+        raise CelebaMaskError(str(store), f"backend must be 'local' or 'dask', got {backend!r}")
+    if backend == "dask" and not (scheduler or dask_local):
+        raise CelebaMaskError(str(store), "the dask backend needs --scheduler ADDRESS or --dask-local N")
+    store = as_target(store, storage_options)
     state = creation_state(store)
     resuming = resume and state == "created"
     if resume and state == "foreign":
@@ -175,7 +188,7 @@ def build_store(
     if resuming:
         group = _reopen_for_resume(store, class_config, options, source_record)
         if group.attrs.get("complete"):
-            return BuildReport(store, len(samples), -(-len(samples) // shard_size), time.perf_counter() - started,
+            return BuildReport(str(store), len(samples), -(-len(samples) // shard_size), time.perf_counter() - started,
                                bytes_on_disk(store), skipped=len(group.attrs.get("skipped", [])))
         provenance = dict(group.attrs["provenance"])
         provenance.setdefault("resumed", []).append(_now())
@@ -204,14 +217,16 @@ def build_store(
     skipped = _merge_skips(list(group.attrs.get("skipped", [])), _index_problems(index))
     if pending:
         tasks = (delayed(build_shard)(ref, chunk, class_config, store, k, start, on_error) for k, start, chunk in pending)
-        for result in Parallel(n_jobs=min(jobs, len(pending)), return_as="generator_unordered")(tasks):
-            if result.skipped:
-                skipped = _merge_skips(skipped, result.skipped)
-                group.update_attributes({"skipped": skipped})
-            mark_shard_done(group, result.shard)  # after the data, so a crash never records a half shard
-            done += result.samples
-            if progress:
-                progress(done, len(samples))
+        with _parallel_backend(backend, scheduler, dask_local, store) as cluster_jobs:
+            parallel = Parallel(n_jobs=cluster_jobs or min(jobs, len(pending)), return_as="generator_unordered")
+            for result in parallel(tasks):
+                if result.skipped:
+                    skipped = _merge_skips(skipped, result.skipped)
+                    group.update_attributes({"skipped": skipped})
+                mark_shard_done(group, result.shard)  # after the data, so a crash never records a half shard
+                done += result.samples
+                if progress:
+                    progress(done, len(samples))
 
     skipped_rows = sum(1 for entry in skipped if entry.get("sample") is not None)
     provenance.update(
@@ -228,15 +243,15 @@ def build_store(
         finished=_now(),
     )
     mark_complete(store, {"provenance": provenance, "skipped": skipped})
-    return BuildReport(store, len(samples), len(shards), time.perf_counter() - started, bytes_on_disk(store),
+    return BuildReport(str(store), len(samples), len(shards), time.perf_counter() - started, bytes_on_disk(store),
                        skipped=len(skipped), shards_built=len(pending))
 
 
-def _reopen_for_resume(store: str, config: ClassConfig, options: dict[str, Any], source: dict[str, Any]) -> zarr.Group:
+def _reopen_for_resume(store: StoreTarget, config: ClassConfig, options: dict[str, Any], source: dict[str, Any]) -> zarr.Group:
     """Reopen an unfinished store, refusing one whose recorded options differ from these."""
     if not is_store(store):
         raise CelebaMaskError(store, "exists and is not a Zarr store; cannot resume it")
-    group = zarr.open_group(store, mode="r+")
+    group = store.open_group(mode="r+")
     recorded = dict(group.attrs.get("provenance", {}))
     if not recorded or "shard_done" not in group:
         raise CelebaMaskError(store, "not a celebamask store (no provenance or shard record); cannot resume it")
@@ -258,6 +273,36 @@ def _reopen_for_resume(store: str, config: ClassConfig, options: dict[str, Any],
     if not group.attrs.get("complete"):
         remove_partial_writes(store)
     return group
+
+
+@contextmanager
+def _parallel_backend(backend: Backend, scheduler: str | None, dask_local: int | None,
+                      store: StoreTarget) -> Iterator[int | None]:
+    """Where the shard tasks run; yields a job count when the backend decides it (dask: every worker)."""
+    if backend == "dask":
+        try:
+            from dask.distributed import Client, LocalCluster
+        except ImportError as exc:
+            raise CelebaMaskError(str(store), "the dask backend needs the [dask] extra (dask.distributed)") from exc
+        if store.in_process_only:
+            raise CelebaMaskError(str(store), "a memory:// store lives in one process; dask workers cannot reach it")
+        if dask_local:
+            cluster = LocalCluster(n_workers=dask_local, threads_per_worker=1, processes=True, dashboard_address=None)
+            client = Client(cluster)
+        else:
+            cluster, client = None, Client(scheduler)
+        try:
+            with parallel_config(backend="dask"):
+                yield -1
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    elif store.in_process_only:
+        with parallel_config(backend="threading"):
+            yield None
+    else:
+        yield None
 
 
 def _index_problems(index: SourceIndex) -> list[dict[str, Any]]:

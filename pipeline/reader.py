@@ -11,6 +11,7 @@ import zarr
 
 from pipeline.config import ClassInfo
 from pipeline.errors import CelebaMaskError
+from pipeline.location import as_target
 
 
 class CelebAMaskStore:
@@ -75,18 +76,25 @@ class CelebAMaskStore:
         return index
 
 
-def open_store(path: str | Path, *, allow_incomplete: bool = False) -> CelebAMaskStore:
-    """Open a store read-only; an unfinished build is refused unless ``allow_incomplete``."""
+def open_store(
+    path: str | Path, *, allow_incomplete: bool = False, storage_options: dict[str, Any] | None = None
+) -> CelebAMaskStore:
+    """Open a store read-only; an unfinished build is refused unless ``allow_incomplete``.
+
+    ``path`` may be a folder or a URL (``s3://bucket/celebamask-hq.zarr``, …) with fsspec
+    ``storage_options`` (credentials otherwise come from the usual environment variables).
+    """
     location = os.fspath(path)
     try:
-        group = zarr.open_group(location, mode="r")
+        group = as_target(location, storage_options).open_group(mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
         raise CelebaMaskError(location, f"not a celebamask store ({exc})") from exc
-    if "classes" not in group.attrs or "image" not in group:
-        raise CelebaMaskError(location, "not a celebamask store: no class table or no image array")
-    store = CelebAMaskStore(group, location)
-    if not store.complete and not allow_incomplete:
+    if "classes" not in group.attrs:
+        raise CelebaMaskError(location, "not a celebamask store: no class table in its attributes")
+    if group.attrs.get("complete") is not True and not allow_incomplete:
         raise CelebaMaskError(
             location, "store is incomplete (the build did not finish); pass allow_incomplete=True to read it anyway"
         )
-    return store
+    if "image" not in group or "label" not in group:
+        raise CelebaMaskError(location, "store is incomplete: its arrays were never created")
+    return CelebAMaskStore(group, location)

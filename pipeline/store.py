@@ -8,7 +8,6 @@ A worker always writes one whole shard, so no two workers ever touch the same fi
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from zarr.codecs import Crc32cCodec, TransposeCodec, ZstdCodec
 
 from pipeline.config import LABEL_FILL, ClassConfig
 from pipeline.errors import CelebaMaskError
+from pipeline.location import StoreTarget, as_target
 
 LAYOUT = "celebamask/1"  # bump when the arrays or attributes change meaning
 IMAGE_ZSTD_LEVEL = 3
@@ -30,31 +30,32 @@ def _chunk_codecs(level: int) -> dict[str, Any]:
     return {"compressors": [ZstdCodec(level=level), Crc32cCodec()]}
 
 
-def is_store(path: str | Path) -> bool:
-    return os.path.isfile(os.path.join(path, "zarr.json"))
+def is_store(path: StoreTarget | str | Path) -> bool:
+    return as_target(path).has_key("zarr.json")
 
 
-def prepare_target(path: str | Path, overwrite: bool) -> None:
+def prepare_target(path: StoreTarget | str | Path, overwrite: bool) -> None:
     """Refuse to touch an existing path unless asked; never delete something that is not a store."""
-    path = os.fspath(path)
-    if not os.path.lexists(path):
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            raise CelebaMaskError(path, f"cannot create store: parent folder {parent} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise CelebaMaskError(path, f"cannot create store: parent folder {parent} is not writable")
+    target = as_target(path)
+    if not target.exists():
+        if target.is_local:
+            parent = os.path.dirname(target.url)
+            if not os.path.isdir(parent):
+                raise CelebaMaskError(target, f"cannot create store: parent folder {parent} does not exist")
+            if not os.access(parent, os.W_OK):
+                raise CelebaMaskError(target, f"cannot create store: parent folder {parent} is not writable")
         return
     if not overwrite:
-        raise CelebaMaskError(path, "already exists; pass --overwrite to replace it")
-    if os.path.isdir(path) and not os.listdir(path):
+        raise CelebaMaskError(target, "already exists; pass --overwrite to replace it")
+    if target.is_empty_folder():
         return
-    if not is_store(path):
-        raise CelebaMaskError(path, "exists and is not a Zarr store; refusing to overwrite it")
-    shutil.rmtree(path)
+    if not is_store(target):
+        raise CelebaMaskError(target, "exists and is not a Zarr store; refusing to overwrite it")
+    target.delete()
 
 
 def create_store(
-    path: str | Path,
+    path: StoreTarget | str | Path,
     sample_ids: Sequence[int],
     config: ClassConfig,
     shard_size: int,
@@ -73,7 +74,7 @@ def create_store(
         **attributes,
     }
     try:
-        group = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3, attributes=layout_attributes)
+        group = as_target(path).open_group(mode="w-", attributes=layout_attributes)
     except OSError as exc:
         raise CelebaMaskError(path, f"cannot create store: {exc.strerror or exc}") from exc
     group.create_array(
@@ -137,9 +138,9 @@ def create_row_array(
     )
 
 
-def write_shard(path: str | Path, start: int, rows: dict[str, np.ndarray]) -> None:
+def write_shard(path: StoreTarget | str | Path, start: int, rows: dict[str, np.ndarray]) -> None:
     """Write rows ``start ... start+n`` of every array in ``rows``: exactly one shard, written whole."""
-    group = zarr.open_group(os.fspath(path), mode="r+")
+    group = as_target(path).open_group(mode="r+")
     try:
         for name, values in rows.items():
             group[name][start : start + len(values)] = values  # type: ignore[index]
@@ -161,22 +162,23 @@ def create_progress_arrays(group: zarr.Group, count: int, shard_size: int) -> No
                        attributes={"description": f"shard k holds rows k*{shard_size} ... (k+1)*{shard_size}-1"})
 
 
-def creation_state(path: str | Path) -> str:
+def creation_state(path: StoreTarget | str | Path) -> str:
     """``absent``, ``empty`` (a folder with nothing in it), ``creating`` (our store, killed before its
     shard record existed, so nothing was built yet), ``created``, or ``foreign`` (anything else)."""
-    if not os.path.lexists(path):
+    target = as_target(path)
+    if not target.exists():
         return "absent"
-    if os.path.isdir(path) and not os.listdir(path):
+    if target.is_empty_folder():
         return "empty"
-    if not is_store(path):
+    if not is_store(target):
         return "foreign"
     try:
-        group = zarr.open_group(os.fspath(path), mode="r")
+        group = target.open_group(mode="r")
     except Exception:  # noqa: BLE001 - an unreadable group is not one we made
         return "foreign"
     if group.attrs.get("layout") != LAYOUT:
         return "foreign"
-    return "created" if os.path.isfile(os.path.join(path, "shard_done", "zarr.json")) else "creating"
+    return "created" if target.has_key("shard_done/zarr.json") else "creating"
 
 
 def mark_shard_done(group: zarr.Group, shard: int) -> None:
@@ -187,10 +189,13 @@ def done_shards(group: zarr.Group) -> set[int]:
     return {int(k) for k in np.flatnonzero(group["shard_done"][:])}  # type: ignore[index]
 
 
-def remove_partial_writes(path: str | Path) -> int:
-    """A killed writer can leave ``*.partial`` temporaries beside chunk files; they hold nothing."""
+def remove_partial_writes(path: StoreTarget | str | Path) -> int:
+    """A killed local writer can leave ``*.partial`` temporaries beside chunk files; they hold nothing."""
+    target = as_target(path)
+    if not target.is_local:
+        return 0  # object stores write whole objects or nothing
     removed = 0
-    for folder, _, files in os.walk(path):
+    for folder, _, files in os.walk(target.url):
         for name in files:
             if name.endswith(".partial"):
                 os.remove(os.path.join(folder, name))
@@ -198,14 +203,11 @@ def remove_partial_writes(path: str | Path) -> int:
     return removed
 
 
-def mark_complete(path: str | Path, attributes: dict[str, Any]) -> None:
+def mark_complete(path: StoreTarget | str | Path, attributes: dict[str, Any]) -> None:
     """The last write of a build: only now may readers trust every row."""
-    group = zarr.open_group(os.fspath(path), mode="r+")
+    group = as_target(path).open_group(mode="r+")
     group.update_attributes({**attributes, "complete": True})
 
 
-def bytes_on_disk(path: str | Path) -> int:
-    total = 0
-    for folder, _, files in os.walk(path):
-        total += sum(os.path.getsize(os.path.join(folder, name)) for name in files)
-    return total
+def bytes_on_disk(path: StoreTarget | str | Path) -> int:
+    return as_target(path).nbytes()

@@ -21,6 +21,7 @@ import zarr
 from pipeline.build import build_sample
 from pipeline.config import LABEL_FILL, parse_config
 from pipeline.errors import CelebaMaskError
+from pipeline.location import as_target
 from pipeline.source import index_source, locate_source
 
 REQUIRED_ATTRIBUTES = ("layout", "classes", "paint_order", "background", "size", "shard_size", "provenance")
@@ -34,11 +35,12 @@ def verify_store(
     samples: int = 8,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> list[str]:
     """Return one line per problem found (empty when the store is sound)."""
     location = os.fspath(path)
     try:
-        group = zarr.open_group(location, mode="r")
+        group = as_target(location, storage_options).open_group(mode="r")
     except Exception as exc:  # noqa: BLE001 - any failure to open is the finding
         return [f"{location}: cannot open as a Zarr group: {exc}"]
     problems: list[str] = []

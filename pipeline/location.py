@@ -1,0 +1,106 @@
+"""Where a store lives: a local folder, or a URL zarr can reach through fsspec (s3://, gs://,
+memory://, …). One picklable value the coordinator and every worker open for themselves.
+
+Local folders use zarr's LocalStore (atomic chunk writes, safe against a kill mid-write);
+``file://`` URLs are treated as local folders for that reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zarr
+from zarr.core.sync import sync
+from zarr.storage import FsspecStore, LocalStore
+
+from pipeline.errors import CelebaMaskError
+
+
+@dataclass(frozen=True)
+class StoreTarget:
+    url: str  # an absolute local path, or a URL with a scheme
+    storage_options: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.url
+
+    @property
+    def in_process_only(self) -> bool:
+        """fsspec's memory filesystem lives in one process: workers must be threads."""
+        return self.url.startswith("memory://")
+
+    def __str__(self) -> str:
+        return self.url
+
+    def zarr_store(self, read_only: bool = False) -> LocalStore | FsspecStore:
+        if self.is_local:
+            return LocalStore(self.url, read_only=read_only)
+        try:
+            return FsspecStore.from_url(self.url, storage_options=self.storage_options or None, read_only=read_only)
+        except ImportError as exc:
+            raise CelebaMaskError(self.url, f"no filesystem for this URL is installed ({exc}); "
+                                            "for s3:// install the [s3] extra") from exc
+
+    def open_group(self, mode: str = "r", **kwargs: Any) -> zarr.Group:
+        return zarr.open_group(self.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3, **kwargs)  # type: ignore[arg-type]
+
+    def exists(self) -> bool:
+        if self.is_local:
+            return os.path.lexists(self.url)
+        return not sync(self.zarr_store(read_only=True).is_empty(""))
+
+    def is_empty_folder(self) -> bool:
+        if self.is_local:
+            return os.path.isdir(self.url) and not os.listdir(self.url)
+        return not self.exists()
+
+    def has_key(self, key: str) -> bool:
+        if self.is_local:
+            return os.path.isfile(os.path.join(self.url, key))
+        return bool(sync(self.zarr_store(read_only=True).exists(key)))
+
+    def delete(self) -> None:
+        if self.is_local:
+            shutil.rmtree(self.url)
+        else:
+            sync(self.zarr_store().delete_dir(""))
+
+    def nbytes(self) -> int:
+        if self.is_local:
+            total = 0
+            for folder, _, files in os.walk(self.url):
+                total += sum(os.path.getsize(os.path.join(folder, name)) for name in files)
+            return total
+        return int(sync(self.zarr_store(read_only=True).getsize_prefix("")))
+
+
+def as_target(location: StoreTarget | str | Path, storage_options: dict[str, Any] | None = None) -> StoreTarget:
+    if isinstance(location, StoreTarget):
+        return location
+    text = os.fspath(location)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    if "://" not in text:
+        return StoreTarget(os.path.abspath(text))
+    return StoreTarget(text, dict(storage_options or {}))
+
+
+def parse_storage_options(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` pairs from the command line; values that read as JSON (true, 3, null) are typed."""
+    import json
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CelebaMaskError(pair, "storage option must be key=value")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options

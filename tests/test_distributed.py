@@ -1,0 +1,93 @@
+"""The same shard tasks on a dask cluster, and stores behind URLs (memory://, s3:// on a local server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+
+from pipeline import open_store
+from pipeline.build import build_store
+from pipeline.cli import main
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def local_build(synthetic_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    store = tmp_path_factory.mktemp("local") / "jobs2.zarr"
+    build_store(synthetic_source, store, jobs=2, shard_size=4, limit=16)
+    return store
+
+
+def assert_same_store(actual, expected) -> None:
+    assert actual.complete and expected.complete
+    for name in ("image", "label", "sample_id", "valid"):
+        np.testing.assert_array_equal(np.asarray(actual.group[name][:]), np.asarray(expected.group[name][:]), err_msg=name)
+    assert actual.attrs["classes"] == expected.attrs["classes"]
+
+
+def test_dask_local_cluster_gives_the_same_arrays_as_jobs_2(synthetic_source: Path, local_build: Path, tmp_path: Path) -> None:
+    store = tmp_path / "dask.zarr"
+    result = run("build", synthetic_source, store, "--dask-local", "2", "--shard-size", "4", "--limit", "16", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert_same_store(open_store(store), open_store(local_build))
+
+
+def test_dask_backend_without_a_scheduler_is_refused(synthetic_source: Path, tmp_path: Path) -> None:
+    result = run("build", synthetic_source, tmp_path / "s.zarr", "--backend", "dask", "--quiet")
+    assert result.exit_code == 1 and "--scheduler" in result.output
+
+
+def test_memory_store(synthetic_source: Path, local_build: Path) -> None:
+    report = build_store(synthetic_source, "memory://celebamask-test/jobs.zarr", jobs=2, shard_size=4, limit=16)
+    assert report.samples == 16
+    assert_same_store(open_store("memory://celebamask-test/jobs.zarr"), open_store(local_build))
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1, for this module only."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **credentials).create_bucket(Bucket="celebamask-test")
+    yield {"key": "testing", "secret": "testing", "endpoint_url": endpoint}
+    server.stop()
+
+
+def test_s3_build_read_verify_and_resume(synthetic_source: Path, local_build: Path, s3_server: dict) -> None:
+    url = "s3://celebamask-test/stores/celebamask-hq.zarr"
+    options = [f"--storage-option={key}={value}" for key, value in s3_server.items()]
+    result = run("build", synthetic_source, url, "--jobs", "2", "--shard-size", "4", "--limit", "16", "--quiet", *options)
+    assert result.exit_code == 0, result.output
+    store = open_store(url, storage_options=s3_server)
+    assert_same_store(store, open_store(local_build))
+
+    info = run("info", url, *options)
+    assert info.exit_code == 0 and "complete" in info.output and "samples:   16" in info.output
+    verify = run("verify", url, "--source", synthetic_source, "--samples", "2", "--quiet", *options)
+    assert verify.exit_code == 0, verify.output
+
+    again = run("build", synthetic_source, url, "--limit", "16", "--shard-size", "4", "--quiet", *options)
+    assert again.exit_code == 1 and "already exists" in again.output
+
+    # Make it look like a build that died after shard 1: resume must rebuild exactly that shard.
+    group = zarr.open_group(url, mode="r+", storage_options=s3_server)
+    group.update_attributes({"complete": False})
+    group["shard_done"][1] = False
+    group["label"][4:8] = 255
+    resumed = run("build", synthetic_source, url, "--jobs", "2", "--shard-size", "4", "--limit", "16", "--resume",
+                  "--quiet", *options)
+    assert resumed.exit_code == 0, resumed.output
+    assert_same_store(open_store(url, storage_options=s3_server), open_store(local_build))
