@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 from joblib import Parallel, delayed
 
+from pipeline.annotations import load_annotations, write_annotation_arrays
 from pipeline.config import ClassConfig, load_config
 from pipeline.errors import CelebaMaskError
 from pipeline.merge import decode_mask, paint_label
+from pipeline.regions import class_rows, create_class_arrays
 from pipeline.resize import decode_image, resize_label
 from pipeline.source import Sample, SourceFiles, SourceRef, index_source, locate_source
 from pipeline.store import bytes_on_disk, create_store, mark_complete, prepare_target, write_shard
@@ -69,7 +71,7 @@ def build_shard(ref: SourceRef, samples: Sequence[Sample], config: ClassConfig, 
     with ref.open() as files:
         for row, sample in enumerate(samples):
             images[row], labels[row] = build_sample(files, sample, config)
-    write_shard(store, start, {"image": images, "label": labels})
+    write_shard(store, start, {"image": images, "label": labels, **class_rows(labels, config)})
     return len(samples)
 
 
@@ -98,6 +100,7 @@ def build_store(
     ref = locate_source(source)
     index = index_source(ref)
     samples = index.samples[:limit] if limit else index.samples
+    annotations = load_annotations(ref, index.annotations, [s.index for s in samples])
     options = {"size": class_config.size, "shard_size": shard_size, "limit": limit, "jobs": jobs}
     provenance: dict[str, Any] = {
         "tool": "celebamask",
@@ -106,9 +109,12 @@ def build_store(
         "config": {"name": class_config.name, "path": class_config.path, "text": class_config.source_text},
         "options": options,
         "source": {"location": ref.location, "root": ref.root, "is_zip": ref.is_zip},
+        "annotation_files": annotations.provenance(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    create_store(store, [s.index for s in samples], class_config, shard_size, {"provenance": provenance})
+    group = create_store(store, [s.index for s in samples], class_config, shard_size, {"provenance": provenance})
+    write_annotation_arrays(group, annotations)
+    create_class_arrays(group, class_config, len(samples), shard_size)
 
     shards = [(start, samples[start : start + shard_size]) for start in range(0, len(samples), shard_size)]
     tasks = (delayed(build_shard)(ref, chunk, class_config, store, start) for start, chunk in shards)
