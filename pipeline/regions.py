@@ -40,12 +40,13 @@ def create_class_arrays(group: zarr.Group, config: ClassConfig, count: int, shar
                      {"names": columns, "description": f"pixels; {meaning}"})
 
 
-def class_rows(labels: np.ndarray, config: ClassConfig) -> dict[str, np.ndarray]:
-    """``class_present`` and ``class_area`` rows for a stack of label maps (n, h, w)."""
+def class_rows(labels: np.ndarray, config: ClassConfig, valid: np.ndarray) -> dict[str, np.ndarray]:
+    """``class_present`` and ``class_area`` rows for a stack of label maps (n, h, w); rows that are
+    not ``valid`` (skipped samples, label all fill value) count nothing."""
     width = config.max_id + 1
     areas = np.zeros((len(labels), width), dtype=np.uint32)
-    for row, label in enumerate(labels):
-        counts = np.bincount(label.ravel(), minlength=width)
+    for row in np.flatnonzero(valid):
+        counts = np.bincount(labels[row].ravel(), minlength=width)
         if len(counts) > width:  # a value beyond the class table: a bug upstream, never stored silently
             raise ValueError(f"label map holds value {len(counts) - 1}, above the largest class id {width - 1}")
         areas[row] = counts

@@ -202,3 +202,16 @@ def test_class_columns_follow_label_values_after_resize_and_id_gaps(synthetic_so
     recount = np.stack([np.bincount(label.ravel(), minlength=21) for label in group["label"][:]])
     assert np.array_equal(group["class_area"][:], recount) and recount.sum(axis=1).tolist() == [64 * 64] * 3
     assert recount[:, 20].all() and not recount[:, 18:20].any()
+
+
+def test_verify_checks_class_counts_against_the_labels(built_store: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from pipeline.verify import verify_store
+
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(built_store, copy)
+    assert verify_store(copy) == []
+    area = zarr.open_group(copy, mode="r+")["class_area"]
+    area[2, DEFAULT_IDS["hair"]] += 1
+    assert verify_store(copy) == [f"{copy}/class_area: row 2 is not a count of its label map"]
