@@ -24,10 +24,12 @@ import numpy as np
 import zarr
 from joblib import Parallel, delayed, parallel_config
 
+from pipeline.annotations import load_annotations, write_annotation_arrays
 from pipeline.config import LABEL_FILL, ClassConfig, load_config
 from pipeline.errors import CelebaMaskError
 from pipeline.location import StoreTarget, as_target
 from pipeline.merge import decode_mask, paint_label
+from pipeline.regions import class_rows, create_class_arrays
 from pipeline.resize import decode_image, resize_label
 from pipeline.source import Sample, SourceFiles, SourceIndex, SourceRef, index_source, locate_source
 from pipeline.store import (
@@ -122,7 +124,8 @@ def build_shard(
                 if on_error == "fail":
                     raise
                 result.skipped.append({"sample": sample.index, "path": error.path, "error": error.problem})
-    write_shard(store, start, {"image": images, "label": labels, "valid": valid})
+    rows = {"image": images, "label": labels, "valid": valid, **class_rows(labels, config, valid)}
+    write_shard(store, start, rows)
     return result
 
 
@@ -193,6 +196,7 @@ def build_store(
         provenance = dict(group.attrs["provenance"])
         provenance.setdefault("resumed", []).append(_now())
     else:
+        annotations = load_annotations(ref, index.annotations, [s.index for s in samples])
         provenance = {
             "tool": "celebamask",
             "tool_version": tool_version(),
@@ -200,11 +204,14 @@ def build_store(
             "config": {"name": class_config.name, "path": class_config.path, "text": class_config.source_text},
             "options": options,
             "source": source_record,
+            "annotation_files": annotations.provenance(),
             "created": _now(),
         }
         group = create_store(store, [s.index for s in samples], class_config, shard_size,
                              {"provenance": provenance, "skipped": _index_problems(index)})
-        create_progress_arrays(group, len(samples), shard_size)
+        write_annotation_arrays(group, annotations)
+        create_class_arrays(group, class_config, len(samples), shard_size)
+        create_progress_arrays(group, len(samples), shard_size)  # last: until it exists a resume starts afresh
     provenance["run_options"] = {"jobs": jobs, "on_error": on_error}
     group.update_attributes({"provenance": provenance})
 

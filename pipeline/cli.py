@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from pipeline.annotations import ARRAYS_BY_FILE, SPLIT_NAMES
 from pipeline.build import DEFAULT_SHARD_SIZE, available_cores, build_store
 from pipeline.config import PRESETS, load_config
 from pipeline.errors import CelebaMaskError
@@ -183,6 +185,7 @@ def info(store: str, storage_option: tuple[str, ...]) -> None:
     click.echo(f"built by:  celebamask {provenance.get('tool_version')} on {provenance.get('created')}")
     source = provenance.get("source", {})
     click.echo(f"source:    {source.get('location')}")
+    _echo_annotation_files(provenance.get("annotation_files"))
     click.echo(f"on disk:   {_human_bytes(bytes_on_disk(as_target(store, storage_options)))}")
     if "shard_done" in opened.group:
         done = opened.group["shard_done"][:]
@@ -228,6 +231,40 @@ def synth(out: Path, count: int, seed: int, jobs: int | None, as_zip: bool, quie
     else:
         written = generate_source(out, count, seed=seed, jobs=jobs, progress=not quiet)
     click.echo(f"wrote {count} synthetic samples to {written}")
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--split", type=click.Choice(SPLIT_NAMES), default=None, help="Only the samples of this split.")
+@click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
+def stats(store: Path, split: str | None, as_json: bool) -> None:
+    """Per class: images where it is present and mean area % where present (the published
+    table's quantities, from the stored label maps), and the samples per split."""
+    report = open_store(store).class_statistics(split)
+    if as_json:
+        click.echo(json.dumps({"store": str(store), **report}, indent=2))
+        return
+    click.echo(f"store:   {store}")
+    click.echo(f"samples: {report['samples']}" + (f" in split {split}" if split else ""))
+    counts = report["split_counts"]
+    splits = ", ".join(f"{name} {count}" for name, count in counts.items()) if counts else "none (no mapping file)"
+    click.echo(f"splits:  {splits}")
+    click.echo(" id  class       images   area %")
+    for row in report["classes"]:
+        area = "-" if row["area_percent"] is None else f"{row['area_percent']:.2f}"
+        click.echo(f"{row['id']:>3}  {row['name']:<10}  {row['images']:>6}  {area:>7}")
+
+
+def _echo_annotation_files(files: dict[str, dict[str, Any]] | None) -> None:
+    if files is None:
+        return
+    click.echo("annotation files:")
+    for name, state in files.items():
+        arrays = ", ".join(ARRAYS_BY_FILE.get(name, ()))
+        if state.get("present"):
+            click.echo(f"  {name:<34} {state.get('rows')} rows -> {arrays}")
+        else:
+            click.echo(f"  {name:<34} ABSENT: no {arrays}")
 
 
 def _echo_class_table(rows: list[tuple[int, str, tuple[int, int, int]]], paint_order: list[str], background: int) -> None:

@@ -12,10 +12,12 @@ import zarr
 from pipeline.config import ClassInfo
 from pipeline.errors import CelebaMaskError
 from pipeline.location import as_target
+from pipeline.queries import AnnotationQueries
 
 
-class CelebAMaskStore:
-    """A built store: ``images``/``labels`` are lazy zarr arrays, rows in ascending sample id."""
+class CelebAMaskStore(AnnotationQueries):
+    """A built store: ``images``/``labels`` are lazy zarr arrays, rows in ascending sample id.
+    Annotation queries (``split``, ``attribute``, ``region``, ``select`` …) come from AnnotationQueries."""
 
     def __init__(self, group: zarr.Group, location: str) -> None:
         self.group = group

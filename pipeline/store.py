@@ -138,6 +138,31 @@ def create_row_array(
     )
 
 
+def create_whole_array(
+    group: zarr.Group,
+    name: str,
+    values: np.ndarray,
+    dimension_names: tuple[str, ...],
+    fill_value: Any,
+    attributes: dict[str, Any] | None = None,
+) -> zarr.Array:
+    """A small per-sample array the coordinator knows in full before any shard is built: one
+    chunk, written at once. Text becomes Zarr's variable-length ``string`` type."""
+    dtype: Any = str if values.dtype.kind in "UO" else values.dtype
+    array = group.create_array(
+        name,
+        shape=values.shape,
+        chunks=tuple(max(n, 1) for n in values.shape),
+        dtype=dtype,
+        fill_value=fill_value,
+        dimension_names=("sample", *dimension_names),
+        attributes=attributes or {},
+        **_chunk_codecs(LABEL_ZSTD_LEVEL),
+    )
+    array[...] = values
+    return array
+
+
 def write_shard(path: StoreTarget | str | Path, start: int, rows: dict[str, np.ndarray]) -> None:
     """Write rows ``start ... start+n`` of every array in ``rows``: exactly one shard, written whole."""
     group = as_target(path).open_group(mode="r+")

@@ -84,6 +84,7 @@ def verify_store(
         if valid is not None and labels is not None:
             valid_total += int(valid.sum())
             problems += _check_labels(location, labels, valid, class_ids, rows.start, ids)
+            problems += _check_class_counts(location, blocks, labels, valid, rows.start)
             if ids is not None:
                 invalid_ids = {int(i) for i in ids[rows][~valid]}
                 if invalid_ids - skipped_rows:
@@ -128,6 +129,23 @@ def _check_labels(location: str, labels: np.ndarray, valid: np.ndarray, class_id
                                 "that are not class ids")
         elif not (label == LABEL_FILL).all():
             problems.append(f"{location}/label: row {row} (sample {sample}) is invalid but its label is not all {LABEL_FILL}")
+    return problems
+
+
+def _check_class_counts(location: str, blocks: dict[str, np.ndarray | None], labels: np.ndarray,
+                        valid: np.ndarray, first_row: int) -> list[str]:
+    """``class_area`` / ``class_present`` must be a recount of each stored label (zero where invalid)."""
+    area, present = blocks.get("class_area"), blocks.get("class_present")
+    if area is None or present is None:
+        return []
+    problems = []
+    for offset, label in enumerate(labels):
+        expected = np.zeros(area.shape[1], dtype=np.int64)
+        if valid[offset]:
+            counts = np.bincount(label.ravel())
+            expected[: min(len(counts), len(expected))] = counts[: len(expected)]
+        if not np.array_equal(area[offset], expected) or not np.array_equal(present[offset], expected > 0):
+            problems.append(f"{location}/class_area: row {first_row + offset} is not a count of its label map")
     return problems
 
 

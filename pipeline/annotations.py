@@ -1,0 +1,235 @@
+"""The three annotation files of CelebAMask-HQ: CelebA ids, 40 attributes, head pose.
+
+Rows are matched to samples by the image index each line names (``{i}.jpg`` or the ``idx``
+column), never by line position, so a reordered or partial file cannot shift a row onto the
+wrong sample. A line that does not parse stops the build with ``file:LINE: what is wrong``;
+a file that is absent simply leaves its arrays out of the store.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zarr
+
+from pipeline.errors import CelebaMaskError
+from pipeline.source import ANNOTATION_FILES, SourceRef
+from pipeline.store import create_whole_array
+
+MAPPING_FILE, ATTRIBUTE_FILE, POSE_FILE = ANNOTATION_FILES
+
+CELEBA_IMAGE_COUNT = 202599
+# g_partition.py: train orig_idx < 162771, val < 182638, test the rest.
+SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
+SPLIT_STARTS: tuple[int, ...] = (0, 162771, 182638)
+POSE_NAMES: tuple[str, ...] = ("yaw", "pitch", "roll")  # the file's header says "Yaw Pitch Raw"
+
+# Arrays the coordinator writes from the annotation files, and the file each comes from.
+ARRAYS_BY_FILE: dict[str, tuple[str, ...]] = {
+    MAPPING_FILE: ("celeba_index", "celeba_file", "split"),
+    ATTRIBUTE_FILE: ("attributes",),
+    POSE_FILE: ("pose",),
+}
+
+_PLUS_MINUS_ONE = frozenset({"1", "-1"})
+_IMAGE_NAME = re.compile(r"^(\d+)\.jpg$", re.IGNORECASE)  # both CelebAMask-HQ's and CelebA's files
+
+
+@dataclass
+class Annotations:
+    """Annotation arrays in store row order; ``None`` where the file was absent."""
+
+    celeba_index: np.ndarray | None = None  # int32 (N,)
+    celeba_file: np.ndarray | None = None  # str (N,)
+    attribute_names: tuple[str, ...] = ()
+    attributes: np.ndarray | None = None  # int8 (N, A), 1 present / 0 absent
+    pose: np.ndarray | None = None  # float32 (N, 3): yaw, pitch, roll
+    file_rows: dict[str, int | None] = field(default_factory=dict)  # data rows per file; None = absent
+
+    @property
+    def split(self) -> np.ndarray | None:
+        return None if self.celeba_index is None else split_of(self.celeba_index)
+
+    def provenance(self) -> dict[str, Any]:
+        return {name: {"present": rows is not None, "rows": rows} for name, rows in self.file_rows.items()}
+
+
+def split_of(celeba_index: np.ndarray) -> np.ndarray:
+    """Split number per row (0 train, 1 val, 2 test) by the g_partition thresholds."""
+    return (np.searchsorted(np.asarray(SPLIT_STARTS[1:]), np.asarray(celeba_index), side="right")).astype(np.uint8)
+
+
+def _lines(data: bytes, where: str) -> list[tuple[int, list[str]]]:
+    """(1-based line number, whitespace-split fields) of every non-blank line."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CelebaMaskError(where, f"not a text file (byte {exc.start} is not UTF-8)") from exc
+    return [(number, line.split()) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def _fail(where: str, line: int, problem: str) -> CelebaMaskError:
+    return CelebaMaskError(f"{where}:{line}", problem)
+
+
+def _image_index(token: str, where: str, line: int) -> int:
+    match = _IMAGE_NAME.match(token)
+    if not match:
+        raise _fail(where, line, f"expected an image name like 0.jpg in the first column, got {token!r}")
+    return int(match.group(1))
+
+
+def _int(token: str, where: str, line: int, what: str) -> int:
+    try:
+        return int(token)
+    except ValueError:
+        raise _fail(where, line, f"{what} is not an integer: {token!r}") from None
+
+
+def _counted_header(lines: list[tuple[int, list[str]]], where: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """CelebA's list format: a row count, a line of column names, then the rows."""
+    if len(lines) < 2:
+        raise CelebaMaskError(where, "expected a row count line and a line of column names")
+    (count_line, count_fields), (_, names), rows = lines[0], lines[1], lines[2:]
+    if len(count_fields) != 1:
+        raise _fail(where, count_line, f"expected the number of rows alone, got {' '.join(count_fields)!r}")
+    count = _int(count_fields[0], where, count_line, "the row count")
+    if count != len(rows):
+        raise _fail(where, count_line, f"says {count} rows but the file has {len(rows)}")
+    return names, rows
+
+
+def _by_image(rows: list[tuple[int, list[str]]], where: str, width: int) -> dict[int, tuple[int, list[str]]]:
+    """Rows keyed by the image index in their first column, each with exactly ``width`` values."""
+    keyed: dict[int, tuple[int, list[str]]] = {}
+    for line, fields in rows:
+        index = _image_index(fields[0], where, line)
+        if len(fields) - 1 != width:
+            raise _fail(where, line, f"expected {width} values after {fields[0]}, got {len(fields) - 1}")
+        if index in keyed:
+            raise _fail(where, line, f"second row for {fields[0]} (first on line {keyed[index][0]})")
+        keyed[index] = (line, fields[1:])
+    return keyed
+
+
+def parse_mapping(data: bytes, where: str) -> dict[int, tuple[int, str]]:
+    """``idx orig_idx orig_file`` → {idx: (0-based CelebA index, CelebA file name)}."""
+    lines = _lines(data, where)
+    if not lines or [f.lower() for f in lines[0][1]] != ["idx", "orig_idx", "orig_file"]:
+        raise CelebaMaskError(where, "expected the header line 'idx orig_idx orig_file'")
+    mapping: dict[int, tuple[int, str]] = {}
+    first_line: dict[int, int] = {}
+    for line, fields in lines[1:]:
+        if len(fields) != 3:
+            raise _fail(where, line, f"expected 3 columns (idx orig_idx orig_file), got {len(fields)}")
+        index = _int(fields[0], where, line, "idx")
+        orig = _int(fields[1], where, line, "orig_idx")
+        if not 0 <= orig < CELEBA_IMAGE_COUNT:
+            raise _fail(where, line, f"orig_idx {orig} is not a CelebA index (0 ... {CELEBA_IMAGE_COUNT - 1})")
+        match = _IMAGE_NAME.match(fields[2])
+        if not match or int(match.group(1)) != orig + 1:
+            raise _fail(where, line, f"orig_file {fields[2]!r} is not the 1-based file of orig_idx {orig} "
+                                     f"({orig + 1:06d}.jpg)")
+        if index in mapping:
+            raise _fail(where, line, f"second row for idx {index} (first on line {first_line[index]})")
+        mapping[index] = (orig, fields[2])
+        first_line[index] = line
+    return mapping
+
+
+def parse_attributes(data: bytes, where: str) -> tuple[tuple[str, ...], dict[int, np.ndarray]]:
+    """CelebA's ±1 attribute list → (names, {image index: int8 row, 1 present / 0 absent})."""
+    names, rows = _counted_header(_lines(data, where), where)
+    if len(set(names)) != len(names):
+        raise _fail(where, 2, "attribute names are not unique")
+    values: dict[int, np.ndarray] = {}
+    for index, (line, fields) in _by_image(rows, where, len(names)).items():
+        if not _PLUS_MINUS_ONE.issuperset(fields):
+            column = next(k for k, token in enumerate(fields) if token not in _PLUS_MINUS_ONE)
+            raise _fail(where, line, f"{names[column]} is {fields[column]!r}; attribute values are 1 or -1")
+        values[index] = np.array([token == "1" for token in fields], dtype=np.int8)
+    return tuple(names), values
+
+
+def parse_poses(data: bytes, where: str) -> dict[int, tuple[float, float, float]]:
+    """Yaw, pitch, roll in degrees per image index."""
+    names, rows = _counted_header(_lines(data, where), where)
+    if len(names) != len(POSE_NAMES):
+        raise _fail(where, 2, f"expected 3 column names (Yaw Pitch Raw), got {' '.join(names)!r}")
+    poses: dict[int, tuple[float, float, float]] = {}
+    for index, (line, fields) in _by_image(rows, where, len(POSE_NAMES)).items():
+        try:
+            angles = tuple(float(token) for token in fields)
+        except ValueError:
+            raise _fail(where, line, f"pose values are not numbers: {' '.join(fields)!r}") from None
+        if not all(math.isfinite(angle) for angle in angles):
+            raise _fail(where, line, f"pose values are not finite: {' '.join(fields)!r}")
+        poses[index] = angles  # type: ignore[assignment]
+    return poses
+
+
+def _in_row_order(by_index: dict[int, Any], sample_ids: Sequence[int], where: str) -> list[Any]:
+    missing = [i for i in sample_ids if i not in by_index]
+    if missing:
+        shown = ", ".join(str(i) for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise CelebaMaskError(where, f"no row for {len(missing)} of the {len(sample_ids)} samples being built "
+                                     f"(sample {shown})")
+    return [by_index[i] for i in sample_ids]
+
+
+def load_annotations(ref: SourceRef, files_present: dict[str, str], sample_ids: Sequence[int]) -> Annotations:
+    """Parse the annotation files that exist (``files_present``: name → path relative to the root)
+    and arrange their rows in the order of ``sample_ids``."""
+    result = Annotations(file_rows=dict.fromkeys(ANNOTATION_FILES))
+    with ref.open() as files:
+        for name, rel in files_present.items():
+            where, data = files.display(rel), files.read(rel)
+            if name == MAPPING_FILE:
+                mapping = parse_mapping(data, where)
+                rows = _in_row_order(mapping, sample_ids, where)
+                result.celeba_index = np.array([orig for orig, _ in rows], dtype=np.int32)
+                result.celeba_file = np.array([file for _, file in rows], dtype=str)
+                result.file_rows[name] = len(mapping)
+            elif name == ATTRIBUTE_FILE:
+                names, values = parse_attributes(data, where)
+                rows = _in_row_order(values, sample_ids, where)
+                result.attribute_names = names
+                result.attributes = np.stack(rows) if rows else np.zeros((0, len(names)), dtype=np.int8)
+                result.file_rows[name] = len(values)
+            elif name == POSE_FILE:
+                poses = parse_poses(data, where)
+                result.pose = np.array(_in_row_order(poses, sample_ids, where), dtype=np.float32).reshape(-1, 3)
+                result.file_rows[name] = len(poses)
+    return result
+
+
+def write_annotation_arrays(group: zarr.Group, annotations: Annotations) -> list[str]:
+    """Write the arrays of the files that were present, each whole in one chunk; return their names."""
+    written: list[str] = []
+    if annotations.celeba_index is not None and annotations.celeba_file is not None:
+        create_whole_array(group, "celeba_index", annotations.celeba_index, (), -1,
+                           {"description": "0-based index into CelebA's 202,599 images (orig_idx)"})
+        # Zarr's variable-length "string" type: zarr-python and xarray read it as text without custom
+        # code. tensorstore reads no Zarr string type; there the name is f"{celeba_index + 1:06d}.jpg".
+        create_whole_array(group, "celeba_file", annotations.celeba_file, (), "",
+                           {"description": "CelebA file name (orig_file, 1-based: celeba_index + 1)"})
+        create_whole_array(group, "split", annotations.split, (), 255,  # type: ignore[arg-type]
+                           {"names": list(SPLIT_NAMES), "thresholds": list(SPLIT_STARTS),
+                            "description": "g_partition.py split by celeba_index: names[value]"})
+        written += ["celeba_index", "celeba_file", "split"]
+    if annotations.attributes is not None:
+        create_whole_array(group, "attributes", annotations.attributes, ("attribute",), -1,
+                           {"names": list(annotations.attribute_names),
+                            "description": "CelebA attributes: 1 present, 0 absent (the file's 1 / -1)"})
+        written.append("attributes")
+    if annotations.pose is not None:
+        # Dimension "angle", not "pose": xarray takes an array named like its dimension for a coordinate.
+        create_whole_array(group, "pose", annotations.pose, ("angle",), float("nan"),
+                           {"names": list(POSE_NAMES), "units": "degrees"})
+        written.append("pose")
+    return written

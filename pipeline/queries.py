@@ -1,0 +1,125 @@
+"""Questions a store answers from its annotation arrays: which rows are in a split, have an
+attribute or show a region, and where on a label map an attribute's regions are.
+
+Mixed into :class:`pipeline.reader.CelebAMaskStore`. The per-sample annotation arrays are a few
+MB for the full dataset, so each is read whole once and kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zarr
+
+from pipeline.annotations import ARRAYS_BY_FILE
+from pipeline.errors import CelebaMaskError
+from pipeline.regions import (
+    ATTRIBUTE_REGIONS_PATH,
+    CLASS_ARRAYS,
+    AttributeRegions,
+    class_statistics,
+    load_attribute_regions,
+)
+
+
+ANNOTATION_ARRAYS = (*(name for arrays in ARRAYS_BY_FILE.values() for name in arrays), *CLASS_ARRAYS)
+
+
+def _missing_reason(name: str) -> str:
+    for file, arrays in ARRAYS_BY_FILE.items():
+        if name in arrays:
+            return f"the source had no {file} when it was built"
+    return "it was built by a celebamask without region statistics"
+
+
+class AnnotationQueries:
+    group: zarr.Group
+    location: str
+    labels: zarr.Array
+
+    if TYPE_CHECKING:
+        def __len__(self) -> int: ...
+        def class_id(self, name: str) -> int: ...
+        def _row(self, row: int) -> int: ...
+
+    def annotation(self, name: str) -> np.ndarray:
+        """A whole per-sample annotation array (``split``, ``attributes``, ``class_area`` …), cached."""
+        if name not in ANNOTATION_ARRAYS:
+            raise KeyError(f"{name!r} is not an annotation array; those are: {', '.join(ANNOTATION_ARRAYS)}")
+        cache: dict[str, np.ndarray] = self.__dict__.setdefault("_annotation_cache", {})
+        if name not in cache:
+            if name not in self.group:
+                raise CelebaMaskError(self.location, f"store has no {name!r} array: {_missing_reason(name)}")
+            cache[name] = np.asarray(self.group[name][...])  # type: ignore[index]
+        return cache[name]
+
+    def annotation_names(self, name: str) -> list[str]:
+        """The names of the columns (or values, for ``split``) of an annotation array."""
+        self.annotation(name)
+        return list(self.group[name].attrs["names"])  # type: ignore[arg-type]
+
+    def _column(self, array: str, name: str, what: str) -> int:
+        names = self.annotation_names(array)
+        try:
+            return names.index(name)
+        except ValueError:
+            raise KeyError(f"unknown {what} {name!r}; this store has: {', '.join(names)}") from None
+
+    def split(self, name: str) -> np.ndarray:
+        """Row indices of the samples in split ``name`` (train, val or test)."""
+        return np.flatnonzero(self.annotation("split") == self._column("split", name, "split"))
+
+    def attribute(self, name: str) -> np.ndarray:
+        """Per row: whether the CelebA attribute ``name`` is present (bool)."""
+        return self.annotation("attributes")[:, self._column("attributes", name, "attribute")] == 1
+
+    def region(self, row: int, names: str | Iterable[str]) -> np.ndarray:
+        """Where the label map of ``row`` is any of the classes ``names`` (bool mask)."""
+        ids = [self.class_id(n) for n in ([names] if isinstance(names, str) else names)]
+        return np.isin(np.asarray(self.labels[self._row(row)]), ids)
+
+    def attribute_region(
+        self, row: int, attribute: str, mapping: str | Path | AttributeRegions | None = None
+    ) -> np.ndarray:
+        """Where the regions that show ``attribute`` are on the label map of ``row``, by the map in
+        ``configs/attribute_regions.toml`` (or ``mapping``: another TOML file or a loaded map)."""
+        if not isinstance(mapping, AttributeRegions):
+            mapping = load_attribute_regions(mapping or ATTRIBUTE_REGIONS_PATH)
+        return self.region(row, mapping.regions_of(attribute))
+
+    def select(
+        self,
+        split: str | None = None,
+        present: Iterable[str] | None = None,
+        attributes: Mapping[str, bool] | None = None,
+    ) -> np.ndarray:
+        """Row indices in ``split`` whose label map shows every class in ``present`` and whose
+        attributes have the given values, e.g. ``select("test", ["eye_g"], {"Eyeglasses": True})``."""
+        keep = np.ones(len(self), dtype=bool)
+        if split is not None:
+            keep &= self.annotation("split") == self._column("split", split, "split")
+        for name in present or ():
+            keep &= self.annotation("class_present")[:, self.class_id(name)]
+        for name, wanted in (attributes or {}).items():
+            keep &= self.attribute(name) == bool(wanted)
+        return np.flatnonzero(keep)
+
+    def class_statistics(self, split: str | None = None) -> dict[str, Any]:
+        """Per class, images where present and mean area % where present (the published table's
+        quantities), over ``split`` or all rows; plus the number of rows in each split."""
+        rows = slice(None) if split is None else self.split(split)
+        present, area = self.annotation("class_present")[rows], self.annotation("class_area")[rows]
+        pixels = int(np.prod(self.labels.shape[1:]))
+        split_counts = None
+        if "split" in self.group:
+            codes = self.annotation("split")
+            split_counts = {name: int((codes == k).sum()) for k, name in enumerate(self.annotation_names("split"))}
+        return {
+            "samples": int(present.shape[0]),
+            "split": split,
+            "split_counts": split_counts,
+            "classes": class_statistics(present, area, self.annotation_names("class_area"), pixels),
+        }

@@ -1,0 +1,118 @@
+"""Per-sample region statistics (which classes a label map shows, and how many pixels each covers),
+and the map from CelebA attributes to the regions that show them.
+
+The counts are taken from each label map while the shard worker holds it, so they describe
+exactly the stored label (after painting and any resize) and cost no second read of the store.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from pipeline.classes import MASK_CLASS_NAMES
+from pipeline.config import CONFIG_DIR, ClassConfig
+from pipeline.errors import CelebaMaskError
+from pipeline.store import create_row_array
+
+CLASS_ARRAYS = ("class_present", "class_area")
+ATTRIBUTE_REGIONS_PATH = CONFIG_DIR / "attribute_regions.toml"
+
+
+def class_column_names(config: ClassConfig) -> list[str]:
+    """Column k ↔ label value k, for k = 0 … max class id; ids the table skips are ``unused_<k>``."""
+    names = {info.id: info.name for info in config.classes}
+    return [names.get(k, f"unused_{k}") for k in range(config.max_id + 1)]
+
+
+def create_class_arrays(group: zarr.Group, config: ClassConfig, count: int, shard_size: int) -> None:
+    """Created by the coordinator, filled by the shard workers with their own rows."""
+    columns = class_column_names(config)
+    meaning = "column k counts label value k in the stored label map (background included)"
+    create_row_array(group, "class_present", count, shard_size, (len(columns),), "bool", False, ("class",),
+                     {"names": columns, "description": f"label value k occurs; {meaning}"})
+    create_row_array(group, "class_area", count, shard_size, (len(columns),), "uint32", 0, ("class",),
+                     {"names": columns, "description": f"pixels; {meaning}"})
+
+
+def class_rows(labels: np.ndarray, config: ClassConfig, valid: np.ndarray) -> dict[str, np.ndarray]:
+    """``class_present`` and ``class_area`` rows for a stack of label maps (n, h, w); rows that are
+    not ``valid`` (skipped samples, label all fill value) count nothing."""
+    width = config.max_id + 1
+    areas = np.zeros((len(labels), width), dtype=np.uint32)
+    for row in np.flatnonzero(valid):
+        counts = np.bincount(labels[row].ravel(), minlength=width)
+        if len(counts) > width:  # a value beyond the class table: a bug upstream, never stored silently
+            raise ValueError(f"label map holds value {len(counts) - 1}, above the largest class id {width - 1}")
+        areas[row] = counts
+    return {"class_present": areas > 0, "class_area": areas}
+
+
+# --------------------------------------------------------------------------- attributes → regions
+
+
+@dataclass(frozen=True)
+class AttributeRegions:
+    """Attribute name → region names; ``without_region`` are attributes no region shows."""
+
+    path: str
+    regions: dict[str, tuple[str, ...]]
+    without_region: frozenset[str]
+
+    def regions_of(self, attribute: str) -> tuple[str, ...]:
+        if attribute in self.regions:
+            return self.regions[attribute]
+        if attribute in self.without_region:
+            raise KeyError(f"attribute {attribute!r} shows in no region (listed under [no_region] in {self.path})")
+        raise KeyError(f"attribute {attribute!r} is not in {self.path}")
+
+
+def load_attribute_regions(path: str | Path = ATTRIBUTE_REGIONS_PATH) -> AttributeRegions:
+    where = str(path)
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise CelebaMaskError(where, f"cannot read attribute map: {exc}") from exc
+    raw_regions = data.get("regions")
+    raw_none = data.get("no_region", {}).get("attributes", [])
+    if not isinstance(raw_regions, dict) or not isinstance(raw_none, list):
+        raise CelebaMaskError(where, "needs a [regions] table and [no_region] attributes = [...]")
+    regions: dict[str, tuple[str, ...]] = {}
+    for attribute, names in raw_regions.items():
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise CelebaMaskError(where, f"{attribute}: expected a non-empty list of region names")
+        unknown = [n for n in names if n not in MASK_CLASS_NAMES]
+        if unknown:
+            known = ", ".join(MASK_CLASS_NAMES)
+            raise CelebaMaskError(where, f"{attribute}: unknown region {unknown[0]!r}; known: {known}")
+        regions[attribute] = tuple(names)
+    both = sorted(set(regions) & set(raw_none))
+    if both:
+        raise CelebaMaskError(where, f"{both[0]} is listed both with regions and under [no_region]")
+    return AttributeRegions(where, regions, frozenset(str(a) for a in raw_none))
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def class_statistics(
+    present: np.ndarray, area: np.ndarray, column_names: list[str], pixels: int
+) -> list[dict[str, Any]]:
+    """Per class: images where present and mean area % where present (the published table's
+    quantities), most frequent first. ``unused_<k>`` columns are left out."""
+    images = present.sum(axis=0)
+    totals = area.sum(axis=0, dtype=np.float64)
+    rows = []
+    for k, name in enumerate(column_names):
+        if name.startswith("unused_"):
+            continue
+        count = int(images[k])
+        mean = 100.0 * totals[k] / (count * pixels) if count else None
+        rows.append({"id": k, "name": name, "images": count, "area_percent": mean})
+    rows.sort(key=lambda r: (-r["images"], r["id"]))
+    return rows
