@@ -65,6 +65,17 @@ class CelebAMaskStore:
         class_id = self.class_id(name)
         return np.asarray(self.labels[self._row(row)]) == class_id
 
+    def to_xarray(self, **open_zarr_kwargs: Any) -> Any:
+        """The store as a lazy xarray Dataset with named coordinates (needs the ``notebook`` extra).
+
+        Coordinates: ``sample_id`` (indexed, so ``ds.sel(sample_id=12)``), ``class`` (the class
+        name of each label value) and the ``names`` attribute of any array. Keyword arguments go
+        to ``xarray.open_zarr``, e.g. ``chunks={"sample": 64}`` for one dask task per shard.
+        """
+        from pipeline.labelled import to_xarray
+
+        return to_xarray(self, **open_zarr_kwargs)
+
     def _row(self, row: int) -> int:
         count = len(self)
         index = int(row)
