@@ -7,6 +7,7 @@ the coordinator alone writes metadata, and writes ``complete: true`` last.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from pipeline.source import Sample, SourceFiles, SourceRef, index_source, locate
 from pipeline.store import bytes_on_disk, create_store, mark_complete, prepare_target, write_shard
 
 DEFAULT_SHARD_SIZE = 64
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ def build_store(
     ref = locate_source(source)
     index = index_source(ref)
     samples = index.samples[:limit] if limit else index.samples
+    log.info("indexed %s: %d samples, building %d", ref.location, len(index.samples), len(samples))
     options = {"size": class_config.size, "shard_size": shard_size, "limit": limit, "jobs": jobs}
     provenance: dict[str, Any] = {
         "tool": "celebamask",
@@ -111,12 +114,15 @@ def build_store(
     create_store(store, [s.index for s in samples], class_config, shard_size, {"provenance": provenance})
 
     shards = [(start, samples[start : start + shard_size]) for start in range(0, len(samples), shard_size)]
+    log.info("created %s (config %s); %d shards of up to %d samples on %d jobs",
+             store, class_config.name, len(shards), shard_size, jobs)
     tasks = (delayed(build_shard)(ref, chunk, class_config, store, start) for start, chunk in shards)
     done = 0
     if progress:
         progress(0, len(samples))
     for written in Parallel(n_jobs=min(jobs, len(shards)), return_as="generator_unordered")(tasks):
         done += written
+        log.debug("a shard of %d samples written (%d of %d)", written, done, len(samples))
         if progress:
             progress(done, len(samples))
 
@@ -130,6 +136,7 @@ def build_store(
     }
     provenance.update(counts=counts, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     mark_complete(store, {"provenance": provenance})
+    log.info("marked %s complete", store)
     return BuildReport(store, len(samples), len(shards), time.perf_counter() - started, bytes_on_disk(store))
 
 
