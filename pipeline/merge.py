@@ -11,7 +11,7 @@ import io
 from collections.abc import Mapping
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from pipeline.config import MASK_SIZE, ClassConfig
 from pipeline.errors import CelebaMaskError
@@ -31,6 +31,8 @@ def decode_mask(data: bytes, path: str) -> np.ndarray:
             return _first_channel_on(image)
     except CelebaMaskError:
         raise
+    except UnidentifiedImageError as exc:
+        raise CelebaMaskError(path, "not a PNG (not an image format Pillow recognises)") from exc
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow's ways of saying "corrupt"
         raise CelebaMaskError(path, f"cannot decode PNG: {exc}") from exc
 
