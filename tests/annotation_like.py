@@ -35,6 +35,9 @@ def copy_with_annotation_like_arrays(built: Path, target: Path, invalid_rows: tu
         "valid": ((), {}),
     }
     for name, values in written.items():
+        if name in group:  # the build already writes some of them (``valid``): overwrite the values
+            group[name][:] = values
+            continue
         dims, attrs = layout[name]
         array = group.create_array(name, shape=values.shape, chunks=values.shape, dtype=values.dtype,
                                    dimension_names=("sample", *dims), attributes=attrs)
