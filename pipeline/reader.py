@@ -94,7 +94,13 @@ def open_store(path: str | Path, *, allow_incomplete: bool = False) -> CelebAMas
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
         raise CelebaMaskError(location, f"not a celebamask store ({exc})") from exc
     if "classes" not in group.attrs or "image" not in group:
+        if group.attrs.get("complete") is False:  # a build killed while it was creating the arrays
+            raise CelebaMaskError(location, "store is incomplete (the build stopped while creating it); build it again")
         raise CelebaMaskError(location, "not a celebamask store: no class table or no image array")
+    missing = [name for name in ("label", "sample_id") if name not in group]
+    if missing:
+        state = "incomplete (the build stopped while creating it)" if not group.attrs.get("complete") else "damaged"
+        raise CelebaMaskError(location, f"store is {state}: no {' or '.join(missing)} array")
     store = CelebAMaskStore(group, location)
     if not store.complete and not allow_incomplete:
         raise CelebaMaskError(
