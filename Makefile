@@ -14,10 +14,14 @@ JOBS_FLAG := $(if $(JOBS),--jobs $(JOBS),)
 
 .PHONY: build-store test venv clean-store clean
 
-$(BIN)/celebamask: pyproject.toml
+# The tests use torch; pinned to the CPU wheel that lies on these machines' disk (an unpinned
+# torch would download a multi-GB CUDA build).
+TEST_TORCH ?= torch==2.13.0
+
+$(BIN)/celebamask: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' '$(TEST_TORCH)'
 	@touch $@
 
 venv: $(BIN)/celebamask

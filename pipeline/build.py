@@ -10,6 +10,7 @@ be resumed and ends with the same arrays as one that never stopped.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -47,6 +48,7 @@ from pipeline.store import (
 )
 
 DEFAULT_SHARD_SIZE = 64
+log = logging.getLogger(__name__)
 OnError = Literal["fail", "skip"]
 Backend = Literal["local", "dask"]
 # Options that change the arrays: a resume must use the same ones.
@@ -181,6 +183,7 @@ def build_store(
     ref = locate_source(source)
     index = index_source(ref, skip_bad=on_error == "skip")
     samples = index.samples[:limit] if limit else index.samples
+    log.info("indexed %s: %d samples, building %d", ref.location, len(index.samples), len(samples))
     options = {"size": class_config.size, "shard_size": shard_size, "limit": limit}
     source_record = {
         "location": ref.location,
@@ -219,6 +222,8 @@ def build_store(
     shards = [(k, start, samples[start : start + shard_size]) for k, start in enumerate(range(0, len(samples), shard_size))]
     pending = [shard for shard in shards if shard[0] not in finished]
     done = sum(len(chunk) for k, _, chunk in shards if k in finished)
+    log.info("%s %s (config %s): %d of %d shards to build on %d jobs", "resuming" if resuming else "created",
+             store, class_config.name, len(pending), len(shards), jobs)
     if progress:
         progress(done, len(samples))
     skipped = _merge_skips(list(group.attrs.get("skipped", [])), _index_problems(index))
@@ -232,6 +237,7 @@ def build_store(
                     group.update_attributes({"skipped": skipped})
                 mark_shard_done(group, result.shard)  # after the data, so a crash never records a half shard
                 done += result.samples
+                log.debug("shard %d written (%d of %d samples)", result.shard, done, len(samples))
                 if progress:
                     progress(done, len(samples))
 
@@ -250,6 +256,7 @@ def build_store(
         finished=_now(),
     )
     mark_complete(store, {"provenance": provenance, "skipped": skipped})
+    log.info("marked %s complete (%d skipped)", store, len(skipped))
     return BuildReport(str(store), len(samples), len(shards), time.perf_counter() - started, bytes_on_disk(store),
                        skipped=len(skipped), shards_built=len(pending))
 

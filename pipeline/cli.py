@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,10 @@ def _describe(exc: BaseException) -> str:
 
 @click.group(cls=ErrorReportingGroup)
 @click.option("--debug", is_flag=True, help="Show the full traceback when something fails.")
+@click.option("-v", "--verbose", count=True, help="Log the library's steps to stderr (-vv: details too).")
 @click.version_option(package_name="celebamask")
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     """Turn CelebAMask-HQ into one chunked, sharded Zarr v3 store: 512² images, one uint8
     label map per image with a class table you choose, and how it was made.
 
@@ -61,6 +63,8 @@ def main(ctx: click.Context, debug: bool) -> None:
       celebamask info data/celebamask-hq.zarr
     """
     ctx.ensure_object(dict)["debug"] = debug
+    if verbose:
+        _log_to_stderr(logging.INFO if verbose == 1 else logging.DEBUG)
 
 
 @main.command()
@@ -265,6 +269,43 @@ def _echo_annotation_files(files: dict[str, dict[str, Any]] | None) -> None:
             click.echo(f"  {name:<34} {state.get('rows')} rows -> {arrays}")
         else:
             click.echo(f"  {name:<34} ABSENT: no {arrays}")
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("indices", metavar="[INDEX]...", nargs=-1, type=click.IntRange(min=0))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("preview.png"),
+              show_default=True, help="PNG file to write.")
+@click.option("--classes", default=None, help="Comma-separated class names to colour  [default: all]")
+@click.option("--count", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Random samples to show when no INDEX is given.")
+@click.option("--seed", type=int, default=None, help="Seed of the random choice (same seed, same samples).")
+@click.option("--size", type=click.IntRange(min=32), default=256, show_default=True, help="Panel side in pixels.")
+def preview(store: Path, indices: tuple[int, ...], out: Path, classes: str | None, count: int,
+            seed: int | None, size: int) -> None:
+    """Draw samples of STORE as a PNG: image | colour label | overlay per sample, with a legend
+    of the store's class names and colours. INDEX is a dataset index (the N of N.jpg); without
+    one, --count random samples are drawn."""
+    from pipeline.preview import random_rows, render_preview, rows_of_sample_ids
+
+    opened = open_store(store, allow_incomplete=True)
+    rows = rows_of_sample_ids(opened, indices) if indices else random_rows(opened, count, seed)
+    chosen = [name.strip() for name in classes.split(",") if name.strip()] if classes else None
+    render_preview(opened, rows, classes=chosen, panel=size).save(out, optimize=True)
+    ids = ", ".join(str(int(opened.sample_ids[row])) for row in rows)
+    click.echo(f"wrote {out}: samples {ids}")
+
+
+def _log_to_stderr(level: int) -> None:
+    """The library logs under ``pipeline``; --verbose shows it (one handler, even if main runs again)."""
+    package_logger = logging.getLogger("pipeline")
+    for old in [h for h in package_logger.handlers if h.get_name() == "celebamask-cli"]:
+        package_logger.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name("celebamask-cli")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    package_logger.addHandler(handler)
+    package_logger.setLevel(level)
 
 
 def _echo_class_table(rows: list[tuple[int, str, tuple[int, int, int]]], paint_order: list[str], background: int) -> None:

@@ -68,6 +68,17 @@ class CelebAMaskStore(AnnotationQueries):
         class_id = self.class_id(name)
         return np.asarray(self.labels[self._row(row)]) == class_id
 
+    def to_xarray(self, **open_zarr_kwargs: Any) -> Any:
+        """The store as a lazy xarray Dataset with named coordinates (needs the ``notebook`` extra).
+
+        Coordinates: ``sample_id`` (indexed, so ``ds.sel(sample_id=12)``), ``class`` (the class
+        name of each label value) and the ``names`` attribute of any array. Keyword arguments go
+        to ``xarray.open_zarr``, e.g. ``chunks={"sample": 64}`` for one dask task per shard.
+        """
+        from pipeline.labelled import to_xarray
+
+        return to_xarray(self, **open_zarr_kwargs)
+
     def _row(self, row: int) -> int:
         count = len(self)
         index = int(row)
@@ -92,11 +103,15 @@ def open_store(
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
         raise CelebaMaskError(location, f"not a celebamask store ({exc})") from exc
     if "classes" not in group.attrs:
+        if group.attrs.get("complete") is False:  # a build killed while it was creating the store
+            raise CelebaMaskError(location, "store is incomplete (the build stopped while creating it); build it again")
         raise CelebaMaskError(location, "not a celebamask store: no class table in its attributes")
     if group.attrs.get("complete") is not True and not allow_incomplete:
         raise CelebaMaskError(
             location, "store is incomplete (the build did not finish); pass allow_incomplete=True to read it anyway"
         )
-    if "image" not in group or "label" not in group:
-        raise CelebaMaskError(location, "store is incomplete: its arrays were never created")
+    missing = [name for name in ("image", "label", "sample_id") if name not in group]
+    if missing:
+        state = "damaged" if group.attrs.get("complete") else "incomplete (the build stopped while creating it)"
+        raise CelebaMaskError(location, f"store is {state}: no {' or '.join(missing)} array")
     return CelebAMaskStore(group, location)

@@ -1,0 +1,38 @@
+"""--verbose shows what the library logs; without it the CLI prints only its own lines."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.fixture
+def restore_package_logger():
+    package_logger = logging.getLogger("pipeline")
+    handlers, level = list(package_logger.handlers), package_logger.level
+    yield
+    package_logger.handlers[:] = handlers
+    package_logger.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_package_logger")
+def test_verbose_shows_the_library_log(synthetic_source: Path, tmp_path: Path) -> None:
+    quiet = run("build", str(synthetic_source), str(tmp_path / "q.zarr"), "--limit", "2", "--jobs", "1", "--quiet")
+    assert quiet.exit_code == 0 and "pipeline.build" not in quiet.output
+    loud = run("-v", "build", str(synthetic_source), str(tmp_path / "v.zarr"), "--limit", "2", "--jobs", "1", "--quiet")
+    assert loud.exit_code == 0, loud.output
+    assert "INFO pipeline.build: indexed" in loud.stderr and "complete" in loud.stderr
+    assert "DEBUG" not in loud.stderr
+    details = run("-vv", "build", str(synthetic_source), str(tmp_path / "d.zarr"), "--limit", "2", "--jobs", "1",
+                  "--quiet")
+    assert details.stderr.count("INFO pipeline.build: indexed") == 1  # one handler, not one per run
+    assert "DEBUG pipeline.build" in details.stderr
