@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from joblib import Parallel, delayed
 
+from pipeline.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
 from pipeline.config import ClassConfig, load_config
 from pipeline.errors import CelebaMaskError
 from pipeline.merge import decode_mask, paint_label
@@ -83,6 +84,7 @@ def build_store(
     shard_size: int = DEFAULT_SHARD_SIZE,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    image_codec: str = DEFAULT_IMAGE_CODEC,
 ) -> BuildReport:
     """Build ``store`` from ``source``; ``progress(done, total)`` is called as shards finish."""
     started = time.perf_counter()
@@ -92,23 +94,27 @@ def build_store(
     if limit is not None and limit < 1:
         raise CelebaMaskError(source, f"--limit must be at least 1, got {limit}")
     jobs = available_cores() if jobs is None or jobs < 1 else jobs
+    image_codec = parse_image_codec(image_codec).spec
     store = os.path.abspath(os.fspath(store))
     prepare_target(store, overwrite)
 
     ref = locate_source(source)
     index = index_source(ref)
     samples = index.samples[:limit] if limit else index.samples
-    options = {"size": class_config.size, "shard_size": shard_size, "limit": limit, "jobs": jobs}
+    options = {"size": class_config.size, "shard_size": shard_size, "limit": limit, "jobs": jobs,
+               "image_codec": image_codec}
     provenance: dict[str, Any] = {
         "tool": "celebamask",
         "tool_version": tool_version(),
-        "library_versions": {name: _version(name) for name in ("zarr", "numcodecs", "numpy", "pillow")},
+        "library_versions": {name: _version(name) for name in
+                             ("zarr", "numcodecs", "numpy", "pillow", "deflate", "simplejpeg", "imagecodecs")},
         "config": {"name": class_config.name, "path": class_config.path, "text": class_config.source_text},
         "options": options,
         "source": {"location": ref.location, "root": ref.root, "is_zip": ref.is_zip},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    create_store(store, [s.index for s in samples], class_config, shard_size, {"provenance": provenance})
+    create_store(store, [s.index for s in samples], class_config, shard_size, {"provenance": provenance},
+                 image_codec=image_codec)
 
     shards = [(start, samples[start : start + shard_size]) for start in range(0, len(samples), shard_size)]
     tasks = (delayed(build_shard)(ref, chunk, class_config, store, start) for start, chunk in shards)

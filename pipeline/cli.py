@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from pipeline.build import DEFAULT_SHARD_SIZE, available_cores, build_store
+from pipeline.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
 from pipeline.config import PRESETS, load_config
 from pipeline.errors import CelebaMaskError
 from pipeline.reader import open_store
@@ -56,6 +57,13 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.ensure_object(dict)["debug"] = debug
 
 
+def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return parse_image_codec(value).spec
+    except CelebaMaskError as exc:
+        raise click.BadParameter(exc.problem) from None
+
+
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("store", type=click.Path(path_type=Path))
@@ -68,8 +76,13 @@ def main(ctx: click.Context, debug: bool) -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace STORE if it already exists (only if it is a Zarr store).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--image-codec", default=DEFAULT_IMAGE_CODEC, show_default=True, callback=_check_image_codec,
+    help="How images are stored: lossless (Zarr v3 core codecs only; any v3 reader), lossless-compact "
+         "(smaller, needs celebamask to read), jpeg:Q (lossy, quality Q; needs the [jpeg] extra).",
+)
 def build(source: Path, store: Path, config: str, jobs: int | None, limit: int | None,
-          shard_size: int, overwrite: bool, quiet: bool) -> None:
+          shard_size: int, overwrite: bool, quiet: bool, image_codec: str) -> None:
     """Build STORE from SOURCE, a CelebAMask-HQ download: the dataset folder, its parent,
     a once-nested copy, or the .zip.
 
@@ -89,7 +102,8 @@ def build(source: Path, store: Path, config: str, jobs: int | None, limit: int |
 
     try:
         report = build_store(source, store, config=config, jobs=jobs or available_cores(), limit=limit,
-                             shard_size=shard_size, overwrite=overwrite, progress=progress)
+                             shard_size=shard_size, overwrite=overwrite, progress=progress,
+                             image_codec=image_codec)
     finally:
         if bar is not None:
             bar.close()

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import Crc32cCodec, TransposeCodec, ZstdCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from pipeline.codecs import DEFAULT_IMAGE_CODEC, image_array_codecs, parse_image_codec
 from pipeline.config import LABEL_FILL, ClassConfig
 from pipeline.errors import CelebaMaskError
 
 LAYOUT = "celebamask/1"  # bump when the arrays or attributes change meaning
-IMAGE_ZSTD_LEVEL = 3
 LABEL_ZSTD_LEVEL = 5
 
 
@@ -59,9 +59,14 @@ def create_store(
     config: ClassConfig,
     shard_size: int,
     attributes: dict[str, Any],
+    image_codec: str = DEFAULT_IMAGE_CODEC,
 ) -> zarr.Group:
-    """Write all metadata (``complete: false``) and ``sample_id``; images and labels come later by shard."""
+    """Write all metadata (``complete: false``) and ``sample_id``; images and labels come later by shard.
+
+    ``image_codec`` is a preset of pipeline/codecs.py (``lossless``, ``lossless-compact``, ``jpeg:Q``).
+    """
     count, size = len(sample_ids), config.size
+    image_codecs = image_array_codecs(parse_image_codec(image_codec))
     try:
         group = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3)
     except OSError as exc:
@@ -75,6 +80,7 @@ def create_store(
             "background": config.background,
             "size": size,
             "shard_size": shard_size,
+            "image_codec": parse_image_codec(image_codec).spec,
             **attributes,
         }
     )
@@ -86,9 +92,7 @@ def create_store(
         dtype="uint8",
         fill_value=0,
         dimension_names=("sample", "y", "x", "channel"),
-        # Channel planes compress better than interleaved RGB; transpose is a core v3 codec.
-        filters=[TransposeCodec(order=(0, 3, 1, 2))],
-        **_chunk_codecs(IMAGE_ZSTD_LEVEL),
+        **image_codecs,
     )
     group.create_array(
         "label",
