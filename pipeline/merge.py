@@ -7,7 +7,7 @@ class overwrites an earlier one where masks overlap.
 Decoding ~13 mask PNGs is most of a sample's build time, and most of that is zlib's inflate
 (slow on the run-length streams 0/255 masks are stored as). Plain 8-bit PNGs are therefore
 inflated with libdeflate (the ``deflate`` package, ~10× faster here) and un-filtered with
-numpy; anything else (palette, 1-bit, interlaced, Avg/Paeth-filtered rows) goes through Pillow.
+numpy; anything else (palette, 1-bit, interlaced, Avg-filtered rows) goes through Pillow.
 Both paths give the same pixels (tests/test_decoders.py).
 """
 
@@ -31,24 +31,24 @@ except ImportError:  # pragma: no cover - deflate is a dependency, this is a saf
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SAMPLES_PER_PIXEL = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel (L, RGB, LA, RGBA)
-_NONE, _SUB, _UP = 0, 1, 2  # PNG row filters un-filtered with numpy; Avg (3) and Paeth (4) go to Pillow
+_SUB, _UP, _AVG, _PAETH = 1, 2, 3, 4  # PNG row filters (0 is None)
 
 
 def decode_mask(data: bytes, path: str) -> np.ndarray:
     """Return the mask as a bool array; raise naming ``path`` if it is not a 512² PNG."""
-    pixels = _decode_plain_png(data, path)
-    if pixels is None:
+    first_channel = _decode_plain_png(data, path, first_channel_only=True)
+    if first_channel is None:
         return _decode_mask_with_pillow(data, path)
-    return pixels[:, :, 0] != 0
+    return first_channel[:, :, 0] != 0
 
 
 def decode_png_pixels(data: bytes, path: str) -> np.ndarray:
     """Every sample of a mask PNG, (512, 512, channels) uint8, by the fastest path that applies.
 
-    The build only needs the first channel; this full decode is what the benchmark's decode
-    floor measures, so the floor uses the same decoders the build does.
+    The build only un-filters the first channel (all it needs; inflating is the same work);
+    this full decode is what the benchmark's decode floor measures.
     """
-    pixels = _decode_plain_png(data, path)
+    pixels = _decode_plain_png(data, path, first_channel_only=False)
     if pixels is not None:
         return pixels
     with _open_png(data, path) as image:
@@ -56,8 +56,9 @@ def decode_png_pixels(data: bytes, path: str) -> np.ndarray:
     return array if array.ndim == 3 else array[:, :, None]
 
 
-def _decode_plain_png(data: bytes, path: str) -> np.ndarray | None:
-    """Inflate and un-filter an 8-bit, non-interlaced L/LA/RGB/RGBA PNG; None if it is anything else."""
+def _decode_plain_png(data: bytes, path: str, first_channel_only: bool) -> np.ndarray | None:
+    """Inflate and un-filter an 8-bit, non-interlaced L/LA/RGB/RGBA PNG to (height, width, channels);
+    None if it is anything else, or uses the Avg filter."""
     if not data:
         raise CelebaMaskError(path, "empty file (0 bytes)")
     if deflate is None or not data.startswith(PNG_SIGNATURE):
@@ -77,32 +78,86 @@ def _decode_plain_png(data: bytes, path: str) -> np.ndarray | None:
     if len(raw) != height * row_bytes:
         raise CelebaMaskError(path, f"cannot decode PNG: image data ends after {len(raw)} of {height * row_bytes} bytes")
     rows = np.frombuffer(raw, dtype=np.uint8).reshape(height, row_bytes)
-    filters, filtered = rows[:, 0], rows[:, 1:]
+    filters = rows[:, 0]
+    filtered = rows[:, 1:].reshape(height, width, channels)
+    if first_channel_only:
+        filtered = filtered[:, :, :1]  # every filter predicts a byte from bytes of its own channel
     if not filters.any():
-        return filtered.reshape(height, width, channels)
-    if filters.max() > 4:
+        return filtered
+    if filters.max() > _PAETH:
         raise CelebaMaskError(path, f"cannot decode PNG: unknown row filter {int(filters.max())}")
-    if (filters > _UP).any():
+    return _unfilter(filters, filtered)
+
+
+def _unfilter(filters: np.ndarray, filtered: np.ndarray) -> np.ndarray | None:
+    """Undo PNG's row filters (arithmetic modulo 256) on (height, width, channels) bytes.
+
+    None and Sub rows stand alone and are undone all at once; Up and Paeth rows need the row
+    above, so runs of them are undone in order. Avg rows (which no mask writer seen so far
+    uses) give None: the caller falls back to Pillow.
+    """
+    if (filters == _AVG).any():
         return None
-    return _unfilter_sub_up(filters, filtered, width, channels).reshape(height, width, channels)
-
-
-def _unfilter_sub_up(filters: np.ndarray, filtered: np.ndarray, width: int, channels: int) -> np.ndarray:
-    """Undo PNG's None/Sub/Up row filters with whole-array numpy operations (all modulo 256)."""
     pixels = filtered.copy()
     sub = filters == _SUB
-    if sub.any():  # Sub rows depend on nothing above them: a running sum along x, per channel
-        pixels[sub] = np.cumsum(filtered[sub].reshape(-1, width, channels), axis=1, dtype=np.uint8).reshape(
-            int(sub.sum()), -1)
-    up = filters == _UP
-    if up.any():
-        # An Up row is the sum of the rows since the last non-Up row (which is final by now),
-        # that row included: a running sum down the image minus the running sum before it.
-        running = np.cumsum(pixels, axis=0, dtype=np.uint8)
-        before = np.concatenate([np.zeros_like(running[:1]), running])
-        last_final = np.maximum.accumulate(np.where(up, -1, np.arange(len(filters))))
-        pixels[up] = running[up] - before[np.maximum(last_final[up], 0)]
+    if sub.any():  # a running sum along x, per channel
+        pixels[sub] = np.cumsum(filtered[sub], axis=1, dtype=np.uint8)
+    dependent = np.flatnonzero(filters >= _UP)
+    if not len(dependent):
+        return pixels
+    # runs of consecutive rows with the same (Up or Paeth) filter
+    breaks = np.flatnonzero((np.diff(dependent) != 1) | (np.diff(filters[dependent]) != 0)) + 1
+    for run in np.split(dependent, breaks):
+        first, last = int(run[0]), int(run[-1])
+        if filters[first] == _UP:  # each row adds the one above: a running sum down the run
+            if first:
+                pixels[first] += pixels[first - 1]
+            np.cumsum(pixels[first : last + 1], axis=0, dtype=np.uint8, out=pixels[first : last + 1])
+            continue
+        for y in range(first, last + 1):
+            above = pixels[y - 1] if y else np.zeros_like(pixels[0])
+            for channel in range(pixels.shape[2]):
+                if not _unpaeth_row(pixels[y, :, channel], above[:, channel]):
+                    return None
     return pixels
+
+
+_MAX_PAETH_SWITCHES = 128  # beyond this a row is not mask-like; Pillow is faster
+
+
+def _unpaeth_row(row: np.ndarray, above: np.ndarray) -> bool:
+    """Undo the Paeth filter of one channel's bytes in place.
+
+    Where the byte above equals the one above-left, Paeth predicts from the left, so the row is
+    a running sum; only at the few positions where the row above changes is the prediction
+    worked out one byte at a time. False if there are too many such positions.
+    """
+    above_left = np.concatenate([np.zeros(1, dtype=np.uint8), above[:-1]])
+    switches = np.flatnonzero(above != above_left)
+    if len(switches) > _MAX_PAETH_SWITCHES:
+        return False
+    left = 0
+    position = 0
+    for switch in [*switches.tolist(), len(row)]:
+        if switch > position:  # predicted from the left: a running sum starting from `left`
+            row[position] = (int(row[position]) + left) & 0xFF
+            np.cumsum(row[position:switch], dtype=np.uint8, out=row[position:switch])
+            left = int(row[switch - 1])
+        if switch == len(row):
+            break
+        up, up_left = int(above[switch]), int(above_left[switch])
+        estimate = left + up - up_left
+        from_left, from_up, from_up_left = abs(estimate - left), abs(estimate - up), abs(estimate - up_left)
+        if from_left <= from_up and from_left <= from_up_left:
+            predicted = left
+        elif from_up <= from_up_left:
+            predicted = up
+        else:
+            predicted = up_left
+        left = (int(row[switch]) + predicted) & 0xFF
+        row[switch] = left
+        position = switch + 1
+    return True
 
 
 def _png_header_and_data(data: bytes, path: str) -> tuple[tuple[int, ...], bytes]:

@@ -11,6 +11,7 @@ import zarr
 
 from pipeline.config import ClassInfo
 from pipeline.errors import CelebaMaskError
+from pipeline.shards import RowReader
 
 
 class CelebAMaskStore:
@@ -30,6 +31,8 @@ class CelebAMaskStore:
         self.paint_order: list[str] = list(attrs["paint_order"])
         self.background: int = int(attrs["background"])
         self._ids_by_name = {c.name: c.id for c in self.classes}
+        self._row_readers: dict[str, RowReader] = {}
+        self._sample_id_cache: np.ndarray | None = None
 
     @property
     def complete(self) -> bool:
@@ -49,10 +52,21 @@ class CelebAMaskStore:
     def __getitem__(self, row: int) -> dict[str, Any]:
         row = self._row(row)
         return {
-            "image": self.images[row],
-            "label": self.labels[row],
-            "sample_id": int(self.sample_ids[row]),
+            "image": self._read_row(self.images, row),
+            "label": self._read_row(self.labels, row),
+            "sample_id": int(self._sample_id_values()[row]),
         }
+
+    def _read_row(self, array: zarr.Array, row: int) -> np.ndarray:
+        """One chunk by one pread (pipeline/shards.py); zarr's per-call machinery costs more than the decode."""
+        if array.path not in self._row_readers:
+            self._row_readers[array.path] = RowReader(array)
+        return self._row_readers[array.path](row)
+
+    def _sample_id_values(self) -> np.ndarray:
+        if self._sample_id_cache is None:
+            self._sample_id_cache = np.asarray(self.sample_ids[:])
+        return self._sample_id_cache
 
     def class_id(self, name: str) -> int:
         try:
@@ -63,7 +77,7 @@ class CelebAMaskStore:
     def mask(self, row: int, name: str) -> np.ndarray:
         """Where the label map of ``row`` is ``name`` (after painting, so occluded parts are False)."""
         class_id = self.class_id(name)
-        return np.asarray(self.labels[self._row(row)]) == class_id
+        return self._read_row(self.labels, self._row(row)) == class_id
 
     def _row(self, row: int) -> int:
         count = len(self)

@@ -1,0 +1,218 @@
+"""Whole-shard writes and single-chunk reads of the store's sharded arrays, without zarr's async machinery.
+
+zarr-python sends every chunk through asyncio and a thread pool; for one 512² image that
+bookkeeping costs about as much as compressing it, and it dominates reading one sample. The
+sharding format is fixed by the Zarr v3 specification (encoded chunks back to back, then an
+index of (offset, length) uint64 pairs with a crc32c), so a worker that owns a whole shard can
+encode it directly, and a reader can fetch one chunk with one ``pread``. Only the codec chains
+this package creates are handled here; any other array (or codec) goes through zarr itself.
+tests/test_shards.py checks both directions against zarr.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import google_crc32c
+import numpy as np
+import zarr
+
+from pipeline.codecs import JpegCodec, RgbGradientCodec, rgb_gradient_decode, rgb_gradient_encode
+
+_EMPTY = np.uint64(2**64 - 1)  # index entry of a chunk that was never written
+RgbGradientName = RgbGradientCodec.name
+_SUPPORTED = {"bytes", "transpose", "blosc", "zstd", "crc32c", RgbGradientName, JpegCodec.name}
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """One array's inner chunk codecs, as plain functions."""
+
+    chunk_shape: tuple[int, ...]
+    chunks_per_shard: tuple[int, ...]
+    dtype: np.dtype
+    fill_value: Any
+    codecs: tuple[dict[str, Any], ...]
+
+    @property
+    def index_bytes(self) -> int:
+        return int(np.prod(self.chunks_per_shard)) * 16 + 4
+
+    def encode(self, chunk: np.ndarray) -> bytes:
+        array = chunk
+        data: bytes | None = None
+        for codec in self.codecs:
+            name, config = codec["name"], codec.get("configuration", {})
+            if name == "transpose":
+                array = np.ascontiguousarray(array.transpose(config["order"]))
+            elif name == RgbGradientName:
+                array = rgb_gradient_encode(array)
+            elif name == "bytes":
+                data = np.ascontiguousarray(array).tobytes()
+            elif name == JpegCodec.name:
+                import imagecodecs
+
+                data = bytes(imagecodecs.jpeg8_encode(array.reshape(array.shape[-3:]), level=config["quality"]))
+            elif name == "crc32c":
+                assert data is not None
+                data = data + np.uint32(google_crc32c.value(data)).tobytes()
+            else:
+                assert data is not None
+                data = _compressor(name, config).encode(data)
+        assert data is not None
+        return bytes(data)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        array: np.ndarray | None = None
+        for codec in reversed(self.codecs):
+            name, config = codec["name"], codec.get("configuration", {})
+            if name == "crc32c":
+                body, stored = data[:-4], data[-4:]
+                if np.uint32(google_crc32c.value(body)).tobytes() != stored:
+                    raise ValueError("chunk fails its crc32c check (damaged file)")
+                data = body
+            elif name == "bytes":
+                array = np.frombuffer(data, dtype=self.dtype).reshape(self._encoded_shape())
+            elif name == JpegCodec.name:
+                import imagecodecs
+
+                array = imagecodecs.jpeg8_decode(data).reshape(self.chunk_shape)
+            elif name == RgbGradientName:
+                assert array is not None
+                array = rgb_gradient_decode(array)
+            elif name == "transpose":
+                assert array is not None
+                array = array.transpose(np.argsort(config["order"]))
+            else:
+                data = _compressor(name, config).decode(data)
+        assert array is not None
+        return array
+
+    def _encoded_shape(self) -> tuple[int, ...]:
+        shape = self.chunk_shape
+        for codec in self.codecs:
+            if codec["name"] == "transpose":
+                shape = tuple(shape[axis] for axis in codec["configuration"]["order"])
+        return shape
+
+
+_COMPRESSORS: dict[str, Any] = {}
+
+
+def _compressor(name: str, config: dict[str, Any]) -> Any:
+    key = f"{name}{sorted(config.items())}"
+    if key not in _COMPRESSORS:
+        if name == "zstd":
+            from numcodecs import Zstd
+
+            _COMPRESSORS[key] = Zstd(level=config.get("level", 0), checksum=config.get("checksum", False))
+        else:
+            from numcodecs import Blosc
+
+            shuffle = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
+            _COMPRESSORS[key] = Blosc(cname=config["cname"], clevel=config["clevel"],
+                                      shuffle=shuffle[config["shuffle"]], blocksize=config.get("blocksize", 0))
+    return _COMPRESSORS[key]
+
+
+def chunk_chain(array: zarr.Array) -> _Chain | None:
+    """The array's inner codecs if it is sharded with a chain handled here, else None."""
+    codecs = [c.to_dict() for c in array.metadata.codecs]
+    if len(codecs) != 1 or codecs[0]["name"] != "sharding_indexed":
+        return None
+    config = codecs[0]["configuration"]
+    inner = tuple(config["codecs"])
+    index = [c["name"] for c in config["index_codecs"]]
+    if (config.get("index_location", "end") != "end" or index != ["bytes", "crc32c"]
+            or not all(c["name"] in _SUPPORTED for c in inner) or array.dtype != np.uint8):
+        return None
+    if not isinstance(array.store, zarr.storage.LocalStore):
+        return None
+    chunk_shape = tuple(config["chunk_shape"])
+    shard_shape = tuple(array.shards or ())
+    return _Chain(chunk_shape, tuple(s // c for s, c in zip(shard_shape, chunk_shape)), np.dtype(array.dtype),
+                  array.fill_value, inner)
+
+
+def _shard_path(array: zarr.Array, shard_coords: tuple[int, ...]) -> str:
+    key = array.metadata.encode_chunk_key(shard_coords)
+    return os.path.join(str(array.store.root), array.path, key)
+
+
+def write_whole_shard(array: zarr.Array, start: int, values: np.ndarray) -> bool:
+    """Write rows ``start ...`` that fill one shard of ``array`` (the last may be short); False
+    if the array is not one handled here (the caller then lets zarr write)."""
+    chain = chunk_chain(array)
+    if chain is None or chain.chunk_shape[0] != 1 or any(c != 1 for c in chain.chunks_per_shard[1:]):
+        return False
+    rows_per_shard = chain.chunks_per_shard[0]
+    if start % rows_per_shard or len(values) != min(rows_per_shard, array.shape[0] - start):
+        return False
+    if tuple(values.shape[1:]) != tuple(array.shape[1:]):
+        raise ValueError(f"rows of shape {values.shape[1:]} for an array of rows {array.shape[1:]}")
+    values = np.asarray(values, dtype=np.uint8)
+    offsets_and_lengths = np.full((rows_per_shard, 2), _EMPTY, dtype=np.uint64)
+    parts, offset = [], 0
+    for row in range(len(values)):
+        encoded = chain.encode(values[row : row + 1])
+        offsets_and_lengths[row] = (offset, len(encoded))
+        parts.append(encoded)
+        offset += len(encoded)
+    index = offsets_and_lengths.astype("<u8").tobytes()
+    parts.append(index + np.uint32(google_crc32c.value(index)).tobytes())
+    path = _shard_path(array, (start // rows_per_shard,) + (0,) * (array.ndim - 1))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.partial-{os.getpid()}"
+    with open(partial, "wb") as handle:
+        handle.write(b"".join(parts))
+    os.replace(partial, path)  # a shard file is either absent or whole
+    return True
+
+
+class RowReader:
+    """Reads one row of a sharded array (one chunk) with one ``pread``; shard indexes are cached."""
+
+    def __init__(self, array: zarr.Array) -> None:
+        self.array = array
+        chain = chunk_chain(array)
+        usable = chain is not None and chain.chunk_shape[0] == 1 and all(c == 1 for c in chain.chunks_per_shard[1:])
+        self.chain = chain if usable else None
+        self._indexes: dict[int, np.ndarray | None] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, row: int) -> np.ndarray:
+        if self.chain is None:
+            return np.asarray(self.array[row])
+        shard, within = divmod(row, self.chain.chunks_per_shard[0])
+        path = _shard_path(self.array, (shard,) + (0,) * (self.array.ndim - 1))
+        index = self._index(shard, path)
+        if index is None or index[within, 0] == _EMPTY:
+            return np.full(self.array.shape[1:], self.chain.fill_value, dtype=self.chain.dtype)
+        offset, length = (int(v) for v in index[within])
+        with open(path, "rb") as handle:
+            data = os.pread(handle.fileno(), length, offset)
+        if len(data) != length:
+            raise ValueError(f"{path}: shard ends inside chunk {within}")
+        return self.chain.decode(data).reshape(self.array.shape[1:])
+
+    def _index(self, shard: int, path: str) -> np.ndarray | None:
+        with self._lock:
+            if shard in self._indexes:
+                return self._indexes[shard]
+        assert self.chain is not None
+        try:
+            with open(path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                raw = os.pread(handle.fileno(), self.chain.index_bytes, size - self.chain.index_bytes)
+        except FileNotFoundError:
+            return None  # not written (yet): not cached, a build may still write it
+        body, stored = raw[:-4], raw[-4:]
+        if np.uint32(google_crc32c.value(body)).tobytes() != stored:
+            raise ValueError(f"{path}: shard index fails its crc32c check (damaged file)")
+        index = np.frombuffer(body, dtype="<u8").reshape(-1, 2)
+        with self._lock:
+            self._indexes[shard] = index
+        return index
