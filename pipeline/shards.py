@@ -11,8 +11,10 @@ tests/test_shards.py checks both directions against zarr.
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,7 @@ import numpy as np
 import zarr
 
 from pipeline.codecs import JpegCodec, RgbGradientCodec, rgb_gradient_decode, rgb_gradient_encode
+from pipeline.errors import CelebaMaskError
 
 _EMPTY = np.uint64(2**64 - 1)  # index entry of a chunk that was never written
 RgbGradientName = RgbGradientCodec.name
@@ -65,12 +68,14 @@ class _Chain:
         assert data is not None
         return bytes(data)
 
-    def decode(self, data: bytes) -> np.ndarray:
+    def decode(self, data: bytes | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The chunk's array; decoded straight into ``out`` (C-contiguous, chunk-sized) when the
+        chain is just a compressor over the raw bytes."""
         array: np.ndarray | None = None
-        for codec in reversed(self.codecs):
+        for position, codec in reversed(list(enumerate(self.codecs))):
             name, config = codec["name"], codec.get("configuration", {})
             if name == "crc32c":
-                body, stored = data[:-4], data[-4:]
+                body, stored = data[:-4], bytes(data[-4:])  # bytes or a uint8 array
                 if np.uint32(google_crc32c.value(body)).tobytes() != stored:
                     raise ValueError("chunk fails its crc32c check (damaged file)")
                 data = body
@@ -86,9 +91,15 @@ class _Chain:
             elif name == "transpose":
                 assert array is not None
                 array = array.transpose(np.argsort(config["order"]))
+            elif out is not None and position == 1 and self.codecs[0]["name"] == "bytes":
+                _compressor(name, config).decode(data, out=out.reshape(-1).view(np.uint8))
+                return out
             else:
                 data = _compressor(name, config).decode(data)
         assert array is not None
+        if out is not None:
+            out[...] = array.reshape(out.shape)
+            return out
         return array
 
     def _encoded_shape(self) -> tuple[int, ...]:
@@ -135,6 +146,16 @@ def chunk_chain(array: zarr.Array) -> _Chain | None:
     shard_shape = tuple(array.shards or ())
     return _Chain(chunk_shape, tuple(s // c for s, c in zip(shard_shape, chunk_shape)), np.dtype(array.dtype),
                   array.fill_value, inner)
+
+
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _decode_pool() -> ThreadPoolExecutor:
+    """Decoders release the GIL, so a batch decodes on every core."""
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="celebamask-decode"))
+    return _POOL[0]
 
 
 def _shard_path(array: zarr.Array, shard_coords: tuple[int, ...]) -> str:
@@ -195,8 +216,58 @@ class RowReader:
         with open(path, "rb") as handle:
             data = os.pread(handle.fileno(), length, offset)
         if len(data) != length:
-            raise ValueError(f"{path}: shard ends inside chunk {within}")
-        return self.chain.decode(data).reshape(self.array.shape[1:])
+            raise CelebaMaskError(path, f"shard ends inside the chunk of row {row}")
+        try:
+            return self.chain.decode(data).reshape(self.array.shape[1:])
+        except ValueError as exc:
+            raise CelebaMaskError(path, f"row {row}: {exc}") from exc
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop``: each shard file read once, its chunks decoded in order."""
+        if self.chain is None:
+            return np.asarray(self.array[start:stop])
+        out = np.empty((stop - start, *self.array.shape[1:]), dtype=self.chain.dtype)
+        per_shard = self.chain.chunks_per_shard[0]
+        row = start
+        while row < stop:
+            shard, within = divmod(row, per_shard)
+            last = min(stop, (shard + 1) * per_shard)
+            path = _shard_path(self.array, (shard,) + (0,) * (self.array.ndim - 1))
+            index = self._index(shard, path)
+            if index is None:
+                out[row - start : last - start] = self.chain.fill_value
+            else:
+                self._decode_from_file(path, index, shard * per_shard, out[row - start : last - start], row)
+            row = last
+        return out
+
+    def _decode_from_file(self, path: str, index: np.ndarray, first_row: int, out: np.ndarray, row: int) -> None:
+        """Decode rows ``row ...`` (``len(out)`` of them) of the shard whose first row is ``first_row``,
+        from a read-only mapping of its file (no copy of the file into memory)."""
+        with open(path, "rb") as handle:
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            whole = np.frombuffer(mapped, dtype=np.uint8)
+            jobs = [(whole, index[row - first_row + k], out[k]) for k in range(len(out))]
+            try:
+                list(_decode_pool().map(self._decode_entry, jobs))
+            except ValueError as exc:
+                raise CelebaMaskError(path, f"rows {row}-{row + len(out) - 1}: {exc}") from exc
+            del whole, jobs
+        finally:
+            try:
+                mapped.close()
+            except BufferError:  # an error traceback still holds a view; the mapping goes with it
+                pass
+
+    def _decode_entry(self, job: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        whole, entry, out = job
+        assert self.chain is not None
+        if entry[0] == _EMPTY:
+            out[...] = self.chain.fill_value
+        else:
+            offset, length = int(entry[0]), int(entry[1])
+            self.chain.decode(whole[offset : offset + length], out=out)
 
     def _index(self, shard: int, path: str) -> np.ndarray | None:
         with self._lock:
@@ -211,7 +282,7 @@ class RowReader:
             return None  # not written (yet): not cached, a build may still write it
         body, stored = raw[:-4], raw[-4:]
         if np.uint32(google_crc32c.value(body)).tobytes() != stored:
-            raise ValueError(f"{path}: shard index fails its crc32c check (damaged file)")
+            raise CelebaMaskError(path, "shard index fails its crc32c check (damaged file)")
         index = np.frombuffer(body, dtype="<u8").reshape(-1, 2)
         with self._lock:
             self._indexes[shard] = index
