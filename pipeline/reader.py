@@ -73,7 +73,7 @@ class CelebAMaskStore:
         }
 
     def _read_row(self, array: zarr.Array, row: int) -> np.ndarray:
-        """One chunk by one pread (pipeline/shards.py); zarr's per-call machinery costs more than the decode."""
+        """One chunk by one file read (pipeline/shards.py); zarr's per-call machinery costs more than the decode."""
         if array.path not in self._row_readers:
             self._row_readers[array.path] = RowReader(array)
         return self._row_readers[array.path](row)

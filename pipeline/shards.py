@@ -4,7 +4,7 @@ zarr-python sends every chunk through asyncio and a thread pool; for one 512² i
 bookkeeping costs about as much as compressing it, and it dominates reading one sample. The
 sharding format is fixed by the Zarr v3 specification (encoded chunks back to back, then an
 index of (offset, length) uint64 pairs with a crc32c), so a worker that owns a whole shard can
-encode it directly, and a reader can fetch one chunk with one ``pread``. Only the codec chains
+encode it directly, and a reader can fetch one chunk with one read. Only the codec chains
 this package creates are handled here; any other array (or codec) goes through zarr itself.
 tests/test_shards.py checks both directions against zarr.
 """
@@ -44,9 +44,12 @@ class _Chain:
     def index_bytes(self) -> int:
         return int(np.prod(self.chunks_per_shard)) * 16 + 4
 
-    def encode(self, chunk: np.ndarray) -> bytes:
+    def encode(self, chunk: np.ndarray) -> list[bytes | np.ndarray]:
+        """The encoded chunk as buffers to write back to back (a trailing checksum stays a
+        separate 4-byte piece, so the compressed bytes are never copied)."""
         array = chunk
-        data: bytes | None = None
+        data: bytes | np.ndarray | None = None
+        checksum: list[bytes | np.ndarray] = []
         for codec in self.codecs:
             name, config = codec["name"], codec.get("configuration", {})
             if name == "transpose":
@@ -54,19 +57,22 @@ class _Chain:
             elif name == RgbGradientName:
                 array = rgb_gradient_encode(array)
             elif name == "bytes":
-                data = np.ascontiguousarray(array).tobytes()
+                data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
             elif name == JpegCodec.name:
                 import imagecodecs
 
                 data = bytes(imagecodecs.jpeg8_encode(array.reshape(array.shape[-3:]), level=config["quality"]))
+            elif name == "crc32c" and self.codecs[-1] is codec:
+                assert data is not None
+                checksum = [np.uint32(google_crc32c.value(data)).tobytes()]
             elif name == "crc32c":
                 assert data is not None
-                data = data + np.uint32(google_crc32c.value(data)).tobytes()
+                data = bytes(data) + np.uint32(google_crc32c.value(data)).tobytes()
             else:
                 assert data is not None
                 data = _compressor(name, config).encode(data)
         assert data is not None
-        return bytes(data)
+        return [data, *checksum]
 
     def decode(self, data: bytes | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """The chunk's array; decoded straight into ``out`` (C-contiguous, chunk-sized) when the
@@ -176,25 +182,28 @@ def write_whole_shard(array: zarr.Array, start: int, values: np.ndarray) -> bool
         raise ValueError(f"rows of shape {values.shape[1:]} for an array of rows {array.shape[1:]}")
     values = np.asarray(values, dtype=np.uint8)
     offsets_and_lengths = np.full((rows_per_shard, 2), _EMPTY, dtype=np.uint64)
-    parts, offset = [], 0
+    parts: list[bytes | np.ndarray] = []
+    offset = 0
     for row in range(len(values)):
         encoded = chain.encode(values[row : row + 1])
-        offsets_and_lengths[row] = (offset, len(encoded))
-        parts.append(encoded)
-        offset += len(encoded)
+        length = sum(memoryview(piece).nbytes for piece in encoded)
+        offsets_and_lengths[row] = (offset, length)
+        parts += encoded
+        offset += length
     index = offsets_and_lengths.astype("<u8").tobytes()
     parts.append(index + np.uint32(google_crc32c.value(index)).tobytes())
     path = _shard_path(array, (start // rows_per_shard,) + (0,) * (array.ndim - 1))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     partial = f"{path}.partial-{os.getpid()}"
     with open(partial, "wb") as handle:
-        handle.write(b"".join(parts))
+        for piece in parts:
+            handle.write(piece)
     os.replace(partial, path)  # a shard file is either absent or whole
     return True
 
 
 class RowReader:
-    """Reads one row of a sharded array (one chunk) with one ``pread``; shard indexes are cached."""
+    """Reads one row of a sharded array (one chunk) with one read; shard indexes are cached."""
 
     def __init__(self, array: zarr.Array) -> None:
         self.array = array
@@ -214,7 +223,8 @@ class RowReader:
             return np.full(self.array.shape[1:], self.chain.fill_value, dtype=self.chain.dtype)
         offset, length = (int(v) for v in index[within])
         with open(path, "rb") as handle:
-            data = os.pread(handle.fileno(), length, offset)
+            handle.seek(offset)
+            data = handle.read(length)
         if len(data) != length:
             raise CelebaMaskError(path, f"shard ends inside the chunk of row {row}")
         try:
@@ -276,8 +286,8 @@ class RowReader:
         assert self.chain is not None
         try:
             with open(path, "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                raw = os.pread(handle.fileno(), self.chain.index_bytes, size - self.chain.index_bytes)
+                handle.seek(-self.chain.index_bytes, os.SEEK_END)
+                raw = handle.read(self.chain.index_bytes)
         except FileNotFoundError:
             return None  # not written (yet): not cached, a build may still write it
         body, stored = raw[:-4], raw[-4:]
