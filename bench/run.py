@@ -71,12 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(peer_out, ignore_errors=True)
         run_peer(source, peer_out, args.count, args.jobs)
 
-    runs: dict[str, Callable[[], None]] = {  # compared pairs run next to each other
-        "build": build("lossless", args.jobs, stores["lossless"]),
+    runs: dict[str, Callable[[], None]] = {  # the build sits between the runs it is compared with
         "floor": lambda: run_floor(floor_tasks, args.jobs),
+        "build": build("lossless", args.jobs, stores["lossless"]),
+        "build_jobs1": build("lossless", 1, one_job),
         "peer": peer,
         "floor_pillow": lambda: run_floor(floor_tasks, args.jobs, pillow_only=True),
-        "build_jobs1": build("lossless", 1, one_job),
         "build_compact": build("lossless-compact", args.jobs, stores["lossless-compact"]),
         "build_jpeg95": build("jpeg:95", args.jobs, stores["jpeg:95"]),
     }

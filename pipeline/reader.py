@@ -11,7 +11,7 @@ import zarr
 
 from pipeline.config import ClassInfo
 from pipeline.errors import CelebaMaskError
-from pipeline.shards import RowReader
+from pipeline.shards import RowReader, read_rows
 
 
 class CelebAMaskStore:
@@ -66,11 +66,9 @@ class CelebAMaskStore:
         for array in (self.images, self.labels):
             if array.path not in self._row_readers:
                 self._row_readers[array.path] = RowReader(array)
-        return {
-            "image": self._row_readers[self.images.path].rows(start, stop),
-            "label": self._row_readers[self.labels.path].rows(start, stop),
-            "sample_id": self._sample_id_values()[start:stop].copy(),
-        }
+        images, labels = read_rows([(self._row_readers[self.images.path], start, stop),
+                                    (self._row_readers[self.labels.path], start, stop)])
+        return {"image": images, "label": labels, "sample_id": self._sample_id_values()[start:stop].copy()}
 
     def _read_row(self, array: zarr.Array, row: int) -> np.ndarray:
         """One chunk by one file read (pipeline/shards.py); zarr's per-call machinery costs more than the decode."""

@@ -233,51 +233,8 @@ class RowReader:
             raise CelebaMaskError(path, f"row {row}: {exc}") from exc
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop``: each shard file read once, its chunks decoded in order."""
-        if self.chain is None:
-            return np.asarray(self.array[start:stop])
-        out = np.empty((stop - start, *self.array.shape[1:]), dtype=self.chain.dtype)
-        per_shard = self.chain.chunks_per_shard[0]
-        row = start
-        while row < stop:
-            shard, within = divmod(row, per_shard)
-            last = min(stop, (shard + 1) * per_shard)
-            path = _shard_path(self.array, (shard,) + (0,) * (self.array.ndim - 1))
-            index = self._index(shard, path)
-            if index is None:
-                out[row - start : last - start] = self.chain.fill_value
-            else:
-                self._decode_from_file(path, index, shard * per_shard, out[row - start : last - start], row)
-            row = last
-        return out
-
-    def _decode_from_file(self, path: str, index: np.ndarray, first_row: int, out: np.ndarray, row: int) -> None:
-        """Decode rows ``row ...`` (``len(out)`` of them) of the shard whose first row is ``first_row``,
-        from a read-only mapping of its file (no copy of the file into memory)."""
-        with open(path, "rb") as handle:
-            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            whole = np.frombuffer(mapped, dtype=np.uint8)
-            jobs = [(whole, index[row - first_row + k], out[k]) for k in range(len(out))]
-            try:
-                list(_decode_pool().map(self._decode_entry, jobs))
-            except ValueError as exc:
-                raise CelebaMaskError(path, f"rows {row}-{row + len(out) - 1}: {exc}") from exc
-            del whole, jobs
-        finally:
-            try:
-                mapped.close()
-            except BufferError:  # an error traceback still holds a view; the mapping goes with it
-                pass
-
-    def _decode_entry(self, job: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-        whole, entry, out = job
-        assert self.chain is not None
-        if entry[0] == _EMPTY:
-            out[...] = self.chain.fill_value
-        else:
-            offset, length = int(entry[0]), int(entry[1])
-            self.chain.decode(whole[offset : offset + length], out=out)
+        """Rows ``start:stop``: each shard file read once, its chunks decoded on every core."""
+        return read_rows([(self, start, stop)])[0]
 
     def _index(self, shard: int, path: str) -> np.ndarray | None:
         with self._lock:
@@ -297,3 +254,53 @@ class RowReader:
         with self._lock:
             self._indexes[shard] = index
         return index
+
+
+def read_rows(requests: list[tuple[RowReader, int, int]]) -> list[np.ndarray]:
+    """Row ranges of several arrays (a batch's images and labels) decoded together on the thread
+    pool, from read-only mappings of the shard files (the files are never copied into memory)."""
+    outs: list[np.ndarray] = []
+    jobs: list[tuple[_Chain, str, int, np.ndarray, np.ndarray, np.ndarray]] = []
+    mappings: list[mmap.mmap] = []
+    try:
+        for reader, start, stop in requests:
+            if reader.chain is None:
+                outs.append(np.asarray(reader.array[start:stop]))
+                continue
+            out = np.empty((stop - start, *reader.array.shape[1:]), dtype=reader.chain.dtype)
+            outs.append(out)
+            per_shard = reader.chain.chunks_per_shard[0]
+            for shard in range(start // per_shard, (stop - 1) // per_shard + 1 if stop > start else 0):
+                first, last = max(start, shard * per_shard), min(stop, (shard + 1) * per_shard)
+                path = _shard_path(reader.array, (shard,) + (0,) * (reader.array.ndim - 1))
+                index = reader._index(shard, path)
+                if index is None:
+                    out[first - start : last - start] = reader.chain.fill_value
+                    continue
+                with open(path, "rb") as handle:
+                    mappings.append(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
+                whole = np.frombuffer(mappings[-1], dtype=np.uint8)
+                jobs += [(reader.chain, path, row, whole, index[row - shard * per_shard], out[row - start])
+                         for row in range(first, last)]
+        list(_decode_pool().map(_decode_job, jobs))
+    finally:
+        jobs.clear()
+        whole = None
+        for mapped in mappings:
+            try:
+                mapped.close()
+            except BufferError:  # an error traceback still holds a view; the mapping goes with it
+                pass
+    return outs
+
+
+def _decode_job(job: tuple[_Chain, str, int, np.ndarray, np.ndarray, np.ndarray]) -> None:
+    chain, path, row, whole, entry, out = job
+    if entry[0] == _EMPTY:
+        out[...] = chain.fill_value
+        return
+    offset, length = int(entry[0]), int(entry[1])
+    try:
+        chain.decode(whole[offset : offset + length], out=out)
+    except ValueError as exc:
+        raise CelebaMaskError(path, f"row {row}: {exc}") from exc
