@@ -1,8 +1,11 @@
-"""The orchestrator: index the source, create the store, build shards in parallel, mark complete.
+"""The orchestrator: index the source, create (or reopen) the store, build shards in parallel,
+mark complete.
 
 Each joblib task is one shard's samples: it reads and decodes them, merges the masks, resizes,
-and writes that shard whole. Workers never share a shard and hold at most one shard in memory;
-the coordinator alone writes metadata, and writes ``complete: true`` last.
+and writes that shard whole. Workers never share a shard and hold at most one shard in memory.
+The coordinator alone writes metadata: it records a shard as done only after the task that
+wrote it has returned, and writes ``complete: true`` last, so a build killed at any moment can
+be resumed and ends with the same arrays as one that never stopped.
 """
 
 from __future__ import annotations
@@ -10,24 +13,40 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import zarr
 from joblib import Parallel, delayed
 
 from pipeline.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
-from pipeline.config import ClassConfig, load_config
+from pipeline.config import LABEL_FILL, ClassConfig, load_config
 from pipeline.errors import CelebaMaskError
 from pipeline.merge import decode_mask, paint_label
 from pipeline.resize import decode_image, resize_label
-from pipeline.source import Sample, SourceFiles, SourceRef, index_source, locate_source
-from pipeline.store import bytes_on_disk, create_store, mark_complete, prepare_target, write_shard
+from pipeline.source import Sample, SourceFiles, SourceIndex, SourceRef, index_source, locate_source
+from pipeline.store import (
+    bytes_on_disk,
+    create_progress_arrays,
+    create_store,
+    creation_state,
+    done_shards,
+    is_store,
+    mark_complete,
+    mark_shard_done,
+    prepare_target,
+    remove_partial_writes,
+    write_shard,
+)
 
 DEFAULT_SHARD_SIZE = 64
+OnError = Literal["fail", "skip"]
+# Options that change the arrays: a resume must use the same ones.
+RESUME_MUST_MATCH = ("size", "shard_size", "limit", "image_codec")
 
 
 @dataclass(frozen=True)
@@ -37,10 +56,19 @@ class BuildReport:
     shards: int
     seconds: float
     bytes_on_disk: int
+    skipped: int = 0
+    shards_built: int = 0
 
     @property
     def samples_per_second(self) -> float:
         return self.samples / self.seconds if self.seconds > 0 else float("inf")
+
+
+@dataclass
+class ShardResult:
+    shard: int
+    samples: int
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
 
 def available_cores() -> int:
@@ -56,22 +84,44 @@ def tool_version() -> str:
 
 def build_sample(files: SourceFiles, sample: Sample, config: ClassConfig) -> tuple[np.ndarray, np.ndarray]:
     """Decode one sample: (image at config.size, label map at config.size)."""
+    if sample.problem is not None:
+        raise sample.problem
     image = decode_image(files.read(sample.image), files.display(sample.image), config.size)
     masks = {name: decode_mask(files.read(rel), files.display(rel)) for name, rel in sample.masks.items()}
     label = resize_label(paint_label(masks, config), config.size)
     return image, label
 
 
-def build_shard(ref: SourceRef, samples: Sequence[Sample], config: ClassConfig, store: str, start: int) -> int:
-    """One joblib task: build every sample of the shard beginning at row ``start`` and write it."""
+def build_shard(
+    ref: SourceRef,
+    samples: Sequence[Sample],
+    config: ClassConfig,
+    store: str,
+    shard: int,
+    start: int,
+    on_error: OnError = "fail",
+) -> ShardResult:
+    """One joblib task: build every sample of the shard beginning at row ``start`` and write it.
+
+    A bad sample stops the task (``fail``) or becomes an invalid row (``skip``): image zeros,
+    label the fill value, ``valid`` false, and an entry in the returned ``skipped``.
+    """
     size = config.size
-    images = np.empty((len(samples), size, size, 3), dtype=np.uint8)
-    labels = np.empty((len(samples), size, size), dtype=np.uint8)
+    images = np.zeros((len(samples), size, size, 3), dtype=np.uint8)
+    labels = np.full((len(samples), size, size), LABEL_FILL, dtype=np.uint8)
+    valid = np.zeros(len(samples), dtype=bool)
+    result = ShardResult(shard, len(samples))
     with ref.open() as files:
         for row, sample in enumerate(samples):
-            images[row], labels[row] = build_sample(files, sample, config)
-    write_shard(store, start, {"image": images, "label": labels})
-    return len(samples)
+            try:
+                images[row], labels[row] = build_sample(files, sample, config)
+                valid[row] = True
+            except CelebaMaskError as error:
+                if on_error == "fail":
+                    raise
+                result.skipped.append({"sample": sample.index, "path": error.path, "error": error.problem})
+    write_shard(store, start, {"image": images, "label": labels, "valid": valid})
+    return result
 
 
 def build_store(
@@ -83,60 +133,150 @@ def build_store(
     limit: int | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
     overwrite: bool = False,
+    resume: bool = False,
+    on_error: OnError = "fail",
     progress: Callable[[int, int], None] | None = None,
     image_codec: str = DEFAULT_IMAGE_CODEC,
 ) -> BuildReport:
-    """Build ``store`` from ``source``; ``progress(done, total)`` is called as shards finish."""
+    """Build ``store`` from ``source``; ``progress(done, total)`` is called as shards finish.
+
+    ``resume`` continues an unfinished store built with the same options (starting afresh if
+    there is none); ``overwrite`` replaces an existing store. Without either, an existing
+    store is refused untouched.
+    """
     started = time.perf_counter()
     class_config = load_config(config)
     if shard_size < 1:
         raise CelebaMaskError(store, f"shard size must be at least 1, got {shard_size}")
     if limit is not None and limit < 1:
         raise CelebaMaskError(source, f"--limit must be at least 1, got {limit}")
+    if on_error not in ("fail", "skip"):
+        raise CelebaMaskError(store, f"on_error must be 'fail' or 'skip', got {on_error!r}")
+    if resume and overwrite:
+        raise CelebaMaskError(store, "choose --resume or --overwrite, not both")
     jobs = available_cores() if jobs is None or jobs < 1 else jobs
     image_codec = parse_image_codec(image_codec).spec
     store = os.path.abspath(os.fspath(store))
-    prepare_target(store, overwrite)
+    state = creation_state(store)
+    resuming = resume and state == "created"
+    if resume and state == "foreign":
+        raise CelebaMaskError(store, "exists and is not a celebamask store; cannot resume it")
+    if not resuming:
+        # A store killed while being created holds no built shard yet: resume starts it afresh.
+        prepare_target(store, overwrite or (resume and state == "creating"))
 
     ref = locate_source(source)
-    index = index_source(ref)
+    index = index_source(ref, skip_bad=on_error == "skip")
     samples = index.samples[:limit] if limit else index.samples
-    options = {"size": class_config.size, "shard_size": shard_size, "limit": limit, "jobs": jobs,
-               "image_codec": image_codec}
-    provenance: dict[str, Any] = {
-        "tool": "celebamask",
-        "tool_version": tool_version(),
-        "library_versions": {name: _version(name) for name in
-                             ("zarr", "numcodecs", "numpy", "pillow", "deflate", "simplejpeg", "imagecodecs")},
-        "config": {"name": class_config.name, "path": class_config.path, "text": class_config.source_text},
-        "options": options,
-        "source": {"location": ref.location, "root": ref.root, "is_zip": ref.is_zip},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    options = {"size": class_config.size, "shard_size": shard_size, "limit": limit, "image_codec": image_codec}
+    source_record = {
+        "location": ref.location,
+        "root": ref.root,
+        "is_zip": ref.is_zip,
+        "fingerprint": index.fingerprint(limit),
     }
-    create_store(store, [s.index for s in samples], class_config, shard_size, {"provenance": provenance},
-                 image_codec=image_codec)
+    if resuming:
+        group = _reopen_for_resume(store, class_config, options, source_record)
+        if group.attrs.get("complete"):
+            return BuildReport(store, len(samples), -(-len(samples) // shard_size), time.perf_counter() - started,
+                               bytes_on_disk(store), skipped=len(group.attrs.get("skipped", [])))
+        provenance = dict(group.attrs["provenance"])
+        provenance.setdefault("resumed", []).append(_now())
+    else:
+        provenance = {
+            "tool": "celebamask",
+            "tool_version": tool_version(),
+            "library_versions": {name: _version(name) for name in
+                                 ("zarr", "numcodecs", "numpy", "pillow", "deflate", "simplejpeg", "imagecodecs")},
+            "config": {"name": class_config.name, "path": class_config.path, "text": class_config.source_text},
+            "options": options,
+            "source": source_record,
+            "created": _now(),
+        }
+        group = create_store(store, [s.index for s in samples], class_config, shard_size,
+                             {"provenance": provenance, "skipped": _index_problems(index)}, image_codec=image_codec)
+        create_progress_arrays(group, len(samples), shard_size)
+    provenance["run_options"] = {"jobs": jobs, "on_error": on_error}
+    group.update_attributes({"provenance": provenance})
 
-    shards = [(start, samples[start : start + shard_size]) for start in range(0, len(samples), shard_size)]
-    tasks = (delayed(build_shard)(ref, chunk, class_config, store, start) for start, chunk in shards)
-    done = 0
+    finished = done_shards(group)
+    shards = [(k, start, samples[start : start + shard_size]) for k, start in enumerate(range(0, len(samples), shard_size))]
+    pending = [shard for shard in shards if shard[0] not in finished]
+    done = sum(len(chunk) for k, _, chunk in shards if k in finished)
     if progress:
-        progress(0, len(samples))
-    for written in Parallel(n_jobs=min(jobs, len(shards)), return_as="generator_unordered")(tasks):
-        done += written
-        if progress:
-            progress(done, len(samples))
+        progress(done, len(samples))
+    skipped = _merge_skips(list(group.attrs.get("skipped", [])), _index_problems(index))
+    if pending:
+        tasks = (delayed(build_shard)(ref, chunk, class_config, store, k, start, on_error) for k, start, chunk in pending)
+        for result in Parallel(n_jobs=min(jobs, len(pending)), return_as="generator_unordered")(tasks):
+            if result.skipped:
+                skipped = _merge_skips(skipped, result.skipped)
+                group.update_attributes({"skipped": skipped})
+            mark_shard_done(group, result.shard)  # after the data, so a crash never records a half shard
+            done += result.samples
+            if progress:
+                progress(done, len(samples))
 
-    counts = {
-        "samples": len(samples),
-        "source_samples": len(index.samples),
-        "masks": sum(len(s.masks) for s in samples),
-        "mask_files_per_class": _class_counts(samples),
-        "shards": len(shards),
-        "ignored_source_files": len(index.ignored_files),
-    }
-    provenance.update(counts=counts, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    mark_complete(store, {"provenance": provenance})
-    return BuildReport(store, len(samples), len(shards), time.perf_counter() - started, bytes_on_disk(store))
+    skipped_rows = sum(1 for entry in skipped if entry.get("sample") is not None)
+    provenance.update(
+        counts={
+            "samples": len(samples),
+            "valid_samples": len(samples) - skipped_rows,
+            "skipped": len(skipped),
+            "source_samples": len(index.samples),
+            "masks": sum(len(s.masks) for s in samples),
+            "mask_files_per_class": _class_counts(samples),
+            "shards": len(shards),
+            "ignored_source_files": len(index.ignored_files),
+        },
+        finished=_now(),
+    )
+    mark_complete(store, {"provenance": provenance, "skipped": skipped})
+    return BuildReport(store, len(samples), len(shards), time.perf_counter() - started, bytes_on_disk(store),
+                       skipped=len(skipped), shards_built=len(pending))
+
+
+def _reopen_for_resume(store: str, config: ClassConfig, options: dict[str, Any], source: dict[str, Any]) -> zarr.Group:
+    """Reopen an unfinished store, refusing one whose recorded options differ from these."""
+    if not is_store(store):
+        raise CelebaMaskError(store, "exists and is not a Zarr store; cannot resume it")
+    group = zarr.open_group(store, mode="r+")
+    recorded = dict(group.attrs.get("provenance", {}))
+    if not recorded or "shard_done" not in group:
+        raise CelebaMaskError(store, "not a celebamask store (no provenance or shard record); cannot resume it")
+    differences = []
+    recorded_config = recorded.get("config", {})
+    if recorded_config.get("text") != config.source_text:
+        differences.append(f"config {recorded_config.get('name')!r} ({recorded_config.get('path')}) vs {config.name!r} ({config.path})")
+    recorded_options = recorded.get("options", {})
+    for key in RESUME_MUST_MATCH:
+        if recorded_options.get(key) != options.get(key):
+            differences.append(f"{key} {recorded_options.get(key)!r} vs {options.get(key)!r}")
+    recorded_source = recorded.get("source", {})
+    if recorded_source.get("location") != source["location"]:
+        differences.append(f"source {recorded_source.get('location')} vs {source['location']}")
+    elif recorded_source.get("fingerprint") != source["fingerprint"]:
+        differences.append(f"source {source['location']} now holds different files than when the build started")
+    if differences:
+        raise CelebaMaskError(store, "cannot resume: built with different options: " + "; ".join(differences))
+    if not group.attrs.get("complete"):
+        remove_partial_writes(store)
+    return group
+
+
+def _index_problems(index: SourceIndex) -> list[dict[str, Any]]:
+    return [{"sample": None, "path": error.path, "error": error.problem} for error in index.problems]
+
+
+def _merge_skips(known: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A shard rebuilt after a crash reports its skips again: keep one entry per (sample, path)."""
+    seen = {(entry.get("sample"), entry.get("path")) for entry in known}
+    merged = list(known)
+    for entry in new:
+        if (entry["sample"], entry["path"]) not in seen:
+            merged.append(entry)
+            seen.add((entry["sample"], entry["path"]))
+    return sorted(merged, key=lambda e: (e["sample"] is None, e["sample"] or 0, e["path"]))
 
 
 def _class_counts(samples: Sequence[Sample]) -> dict[str, int]:
@@ -145,6 +285,10 @@ def _class_counts(samples: Sequence[Sample]) -> dict[str, int]:
         for name in sample.masks:
             counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _version(distribution: str) -> str:

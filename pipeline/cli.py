@@ -75,6 +75,12 @@ def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -
     help="Samples per shard file (one sample per chunk inside it).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace STORE if it already exists (only if it is a Zarr store).")
+@click.option("--resume", is_flag=True,
+              help="Continue an unfinished STORE: finished shards are kept, the rest built. "
+                   "Refused if the options or source differ from the first run.")
+@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+              help="fail: stop at the first bad sample (the store stays resumable). skip: mark its row "
+                   "invalid, record it in attrs 'skipped', and go on.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
     "--image-codec", default=DEFAULT_IMAGE_CODEC, show_default=True, callback=_check_image_codec,
@@ -82,11 +88,11 @@ def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -
          "(smaller, needs celebamask to read), jpeg:Q (lossy, quality Q; needs the [jpeg] extra).",
 )
 def build(source: Path, store: Path, config: str, jobs: int | None, limit: int | None,
-          shard_size: int, overwrite: bool, quiet: bool, image_codec: str) -> None:
+          shard_size: int, overwrite: bool, resume: bool, on_error: str, quiet: bool, image_codec: str) -> None:
     """Build STORE from SOURCE, a CelebAMask-HQ download: the dataset folder, its parent,
-    a once-nested copy, or the .zip.
+    a once-nested copy, or the .zip (read in place).
 
-    Refuses to touch an existing STORE without --overwrite.
+    Refuses to touch an existing STORE without --overwrite or --resume.
     """
     from tqdm import tqdm
 
@@ -102,16 +108,52 @@ def build(source: Path, store: Path, config: str, jobs: int | None, limit: int |
 
     try:
         report = build_store(source, store, config=config, jobs=jobs or available_cores(), limit=limit,
-                             shard_size=shard_size, overwrite=overwrite, progress=progress,
+                             shard_size=shard_size, overwrite=overwrite, resume=resume,
+                             on_error=on_error, progress=progress,  # type: ignore[arg-type]
                              image_codec=image_codec)
     finally:
         if bar is not None:
             bar.close()
+    if resume and report.shards_built == 0:
+        click.echo(f"{report.store} is already complete: {report.samples} samples, nothing to do")
+        return
+    skipped = f", {report.skipped} skipped (see `celebamask info`)" if report.skipped else ""
     click.echo(
         f"built {report.store}: {report.samples} samples in {report.seconds:.1f} s "
         f"({report.samples_per_second:.1f} samples/s), {report.shards} shards, "
-        f"{_human_bytes(report.bytes_on_disk)} on disk"
+        f"{_human_bytes(report.bytes_on_disk)} on disk{skipped}"
     )
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--source", type=click.Path(path_type=Path), default=None,
+              help="Also rebuild random samples from this source and compare (labels exactly, images by PSNR).")
+@click.option("--samples", type=click.IntRange(min=0), default=8, show_default=True,
+              help="How many random samples to rebuild with --source.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which random samples.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def verify(store: Path, source: Path | None, samples: int, seed: int, quiet: bool) -> None:
+    """Check STORE: metadata consistent, complete, every shard readable and intact (crc32c),
+    labels valid class ids, counts as recorded. Exit 0 when all holds, 1 otherwise, with one
+    line per problem."""
+    from tqdm import tqdm
+
+    from pipeline.verify import verify_store
+
+    with tqdm(unit="sample", desc="verify", disable=quiet, dynamic_ncols=True) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        problems = verify_store(store, source=source, samples=samples, seed=seed, progress=progress)
+    for problem in problems:
+        click.echo(f"problem: {problem}")
+    if problems:
+        click.echo(f"{store}: {len(problems)} problem(s)")
+        sys.exit(1)
+    compared = f", {samples} samples match the source" if source is not None and samples else ""
+    click.echo(f"{store}: ok (complete, every shard intact{compared})")
 
 
 @main.command()
@@ -132,6 +174,14 @@ def info(store: Path) -> None:
     source = provenance.get("source", {})
     click.echo(f"source:    {source.get('location')}")
     click.echo(f"on disk:   {_human_bytes(bytes_on_disk(store))}")
+    if "shard_done" in opened.group:
+        done = opened.group["shard_done"][:]
+        click.echo(f"shards:    {int(done.sum())} of {done.size} written")
+    skipped = opened.attrs.get("skipped", [])
+    click.echo(f"skipped:   {len(skipped)}" + (" (rows marked invalid in 'valid'):" if skipped else ""))
+    for entry in skipped:
+        where = f"sample {entry['sample']}" if entry.get("sample") is not None else "no row"
+        click.echo(f"  {where}: {entry['path']}: {entry['error']}")
     click.echo("arrays:")
     for name, array in sorted(opened.group.arrays()):
         codecs = ", ".join(_codec_names(array))
@@ -155,14 +205,19 @@ def classes(config: str) -> None:
 @click.option("--count", type=click.IntRange(min=1), required=True, help="Number of samples (0 ... N-1).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes  [default: all cores]")
+@click.option("--zip", "as_zip", is_flag=True,
+              help="Write OUT as a .zip laid out like the official download (CelebAMask-HQ/... inside).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def synth(out: Path, count: int, seed: int, jobs: int | None, quiet: bool) -> None:
+def synth(out: Path, count: int, seed: int, jobs: int | None, as_zip: bool, quiet: bool) -> None:
     """Write a synthetic look-alike of CelebAMask-HQ at OUT (the real layout and file
     formats, photo-like JPEGs, overlapping masks, annotation files) for tests and trials."""
-    from pipeline.synth import generate_source
+    from pipeline.synth import generate_source, generate_zip
 
-    root = generate_source(out, count, seed=seed, jobs=jobs, progress=not quiet)
-    click.echo(f"wrote {count} synthetic samples to {root}")
+    if as_zip:
+        written = generate_zip(out, count, seed=seed, jobs=jobs, progress=not quiet)
+    else:
+        written = generate_source(out, count, seed=seed, jobs=jobs, progress=not quiet)
+    click.echo(f"wrote {count} synthetic samples to {written}")
 
 
 def _echo_class_table(rows: list[tuple[int, str, tuple[int, int, int]]], paint_order: list[str], background: int) -> None:

@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Mapping
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from pipeline.config import MASK_SIZE, ClassConfig
 from pipeline.errors import CelebaMaskError
@@ -203,6 +203,8 @@ def _open_png(data: bytes, path: str) -> Image.Image:
         return image
     except CelebaMaskError:
         raise
+    except UnidentifiedImageError as exc:
+        raise CelebaMaskError(path, "not a PNG (not an image format Pillow recognises)") from exc
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow's ways of saying "corrupt"
         raise CelebaMaskError(path, f"cannot decode PNG: {exc}") from exc
 

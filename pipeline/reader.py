@@ -109,11 +109,14 @@ def open_store(path: str | Path, *, allow_incomplete: bool = False) -> CelebAMas
         group = zarr.open_group(location, mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
         raise CelebaMaskError(location, f"not a celebamask store ({exc})") from exc
-    if "classes" not in group.attrs or "image" not in group:
-        raise CelebaMaskError(location, "not a celebamask store: no class table or no image array")
-    store = CelebAMaskStore(group, location)
-    if not store.complete and not allow_incomplete:
+    if "classes" not in group.attrs:
+        raise CelebaMaskError(location, "not a celebamask store: no class table")
+    # Checked before the arrays are looked at: a build killed early may not have created them all.
+    if not group.attrs.get("complete", False) and not allow_incomplete:
         raise CelebaMaskError(
             location, "store is incomplete (the build did not finish); pass allow_incomplete=True to read it anyway"
         )
-    return store
+    missing = [name for name in ("image", "label", "sample_id") if name not in group]
+    if missing:
+        raise CelebaMaskError(location, f"not a complete celebamask store: no {', '.join(missing)} array")
+    return CelebAMaskStore(group, location)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from pipeline.config import MASK_SIZE
 from pipeline.errors import CelebaMaskError
@@ -68,6 +68,8 @@ def _decode_image_with_pillow(data: bytes, path: str, size: int) -> np.ndarray:
             return np.asarray(rgb)
     except CelebaMaskError:
         raise
+    except UnidentifiedImageError as exc:
+        raise CelebaMaskError(path, "not a JPEG (not an image format Pillow recognises)") from exc
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise CelebaMaskError(path, f"cannot decode JPEG: {exc}") from exc
 

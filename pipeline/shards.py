@@ -193,13 +193,23 @@ def write_whole_shard(array: zarr.Array, start: int, values: np.ndarray) -> bool
     index = offsets_and_lengths.astype("<u8").tobytes()
     parts.append(index + np.uint32(google_crc32c.value(index)).tobytes())
     path = _shard_path(array, (start // rows_per_shard,) + (0,) * (array.ndim - 1))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = f"{path}.partial-{os.getpid()}"
-    with open(partial, "wb") as handle:
-        for piece in parts:
-            handle.write(piece)
-    os.replace(partial, path)  # a shard file is either absent or whole
+    _write_file(path, parts)
     return True
+
+
+def _write_file(path: str, parts: list[bytes | np.ndarray]) -> None:
+    """Write through a temporary beside ``path`` and rename: a shard file is either absent or whole."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.{os.getpid()}.partial"  # what a resume clears away if a worker was killed
+    try:
+        with open(partial, "wb") as handle:
+            for piece in parts:
+                handle.write(piece)
+        os.replace(partial, path)
+    except OSError:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
 
 
 class RowReader:

@@ -8,6 +8,7 @@ the build with the file's name.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import zipfile
@@ -33,11 +34,16 @@ ROOT_CANDIDATES = ("", DATASET_DIR, f"{DATASET_DIR}/{DATASET_DIR}")
 
 @dataclass(frozen=True)
 class Sample:
-    """One image and the masks that exist for it, as paths relative to the dataset root."""
+    """One image and the masks that exist for it, as paths relative to the dataset root.
+
+    ``problem`` is set (as a CelebaMaskError) when indexing already found the sample unusable and
+    the user asked to skip bad samples: its row is then written as invalid without decoding.
+    """
 
     index: int
     image: str
     masks: dict[str, str] = field(hash=False)  # class name -> relative path
+    problem: CelebaMaskError | None = field(default=None, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -194,21 +200,26 @@ class SourceIndex:
     samples: list[Sample]
     annotations: dict[str, str]  # annotation file name -> relative path, for those present
     ignored_files: list[str]
+    problems: list[CelebaMaskError]  # files with no row of their own, skipped on request
 
     @property
     def mask_count(self) -> int:
         return sum(len(s.masks) for s in self.samples)
 
-    def class_file_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(MASK_CLASS_NAMES, 0)
-        for sample in self.samples:
-            for name in sample.masks:
-                counts[name] += 1
-        return counts
+    def fingerprint(self, limit: int | None = None) -> str:
+        """Identifies which files a build used, so a resume can refuse a different source."""
+        digest = hashlib.sha256()
+        for sample in self.samples[:limit]:
+            digest.update(f"{sample.image}|{'|'.join(sorted(sample.masks.values()))}\n".encode())
+        return digest.hexdigest()
 
 
-def index_source(ref: SourceRef) -> SourceIndex:
-    """List images and masks once, parse their names, and pair them; refuse anything inconsistent."""
+def index_source(ref: SourceRef, skip_bad: bool = False) -> SourceIndex:
+    """List images and masks once, parse their names, and pair them; refuse anything inconsistent.
+
+    With ``skip_bad`` a problem that concerns one sample marks that sample instead of stopping,
+    and files that belong to no row are kept in ``problems``.
+    """
     with ref.open() as files:
         image_names = files.list_images()
         mask_names = files.list_masks()
@@ -217,9 +228,20 @@ def index_source(ref: SourceRef) -> SourceIndex:
         masks_dir = files.display(MASK_DIR)
         display = files.display
 
+    problems: list[CelebaMaskError] = []
+    sample_problems: dict[int, CelebaMaskError] = {}
+
+    def report(error: CelebaMaskError, index: int | None = None) -> None:
+        if not skip_bad:
+            raise error
+        if index is None:
+            problems.append(error)
+        else:
+            sample_problems.setdefault(index, error)
+
     ignored: list[str] = []
     images: dict[int, str] = {}
-    for rel in image_names:
+    for rel in sorted(image_names):
         base = rel.rsplit("/", 1)[-1]
         match = IMAGE_NAME.match(base)
         if not match:
@@ -227,45 +249,44 @@ def index_source(ref: SourceRef) -> SourceIndex:
             continue
         index = int(match.group(1))
         if index in images:
-            raise CelebaMaskError(display(rel), f"second image for sample {index} (also {images[index]})")
+            report(CelebaMaskError(display(rel), f"second image for sample {index} (also {images[index]})"))
+            continue
         images[index] = rel
     if not images:
         raise CelebaMaskError(images_dir, "no images: looked for files named <index>.jpg")
 
     masks: dict[int, dict[str, str]] = {}
-    for rel in mask_names:
+    for rel in sorted(mask_names):
         base = rel.rsplit("/", 1)[-1]
         if base.startswith(".") or not base.lower().endswith(".png"):
             ignored.append(rel)
             continue
         match = MASK_NAME.match(base)
         if not match:
-            raise CelebaMaskError(display(rel), "mask file name is not <index:05d>_<class>.png")
+            report(CelebaMaskError(display(rel), "mask file name is not <index:05d>_<class>.png"))
+            continue
         index, class_name = int(match.group(1)), match.group(2).lower()
         if class_name in IGNORED_MASK_NAMES:
             ignored.append(rel)
             continue
-        if class_name not in MASK_CLASS_NAMES:
-            raise CelebaMaskError(
-                display(rel), f"unknown class {class_name!r}; known: {', '.join(MASK_CLASS_NAMES)}"
-            )
         per_sample = masks.setdefault(index, {})
+        if class_name not in MASK_CLASS_NAMES:
+            known = ", ".join(MASK_CLASS_NAMES)
+            report(CelebaMaskError(display(rel), f"unknown class {class_name!r}; known: {known}"), index)
+            continue
         if class_name in per_sample:
-            raise CelebaMaskError(display(rel), f"second {class_name} mask for sample {index} (also {per_sample[class_name]})")
+            report(CelebaMaskError(display(rel), f"second {class_name} mask for sample {index} (also {per_sample[class_name]})"), index)
+            continue
         per_sample[class_name] = rel
     if not masks:
         raise CelebaMaskError(masks_dir, "no masks: looked for <index:05d>_<class>.png in its numbered folders")
 
     orphans = sorted(set(masks) - set(images))
-    if orphans:
-        first = next(iter(masks[orphans[0]].values()))
-        raise CelebaMaskError(
-            display(first), f"mask with no image: {IMAGE_DIR}/{orphans[0]}.jpg is missing ({len(orphans)} such samples)"
-        )
-    bare = sorted(set(images) - set(masks))
-    if bare:
-        raise CelebaMaskError(
-            display(images[bare[0]]), f"image with no masks in {MASK_DIR}/ ({len(bare)} such images)"
-        )
-    samples = [Sample(index, images[index], masks[index]) for index in sorted(images)]
-    return SourceIndex(ref, samples, annotations, sorted(ignored))
+    for orphan in orphans:
+        first = display(next(iter(masks[orphan].values()))) if masks[orphan] else masks_dir
+        report(CelebaMaskError(first, f"mask with no image: {IMAGE_DIR}/{orphan}.jpg is missing ({len(orphans)} such samples)"))
+    for index in sorted(images):
+        if not masks.get(index):
+            report(CelebaMaskError(display(images[index]), f"image with no masks in {MASK_DIR}/"), index)
+    samples = [Sample(index, images[index], masks.get(index, {}), sample_problems.get(index)) for index in sorted(images)]
+    return SourceIndex(ref, samples, annotations, sorted(ignored), problems)

@@ -68,23 +68,21 @@ def create_store(
     """
     count, size = len(sample_ids), config.size
     image_codecs = image_array_codecs(parse_image_codec(image_codec))
+    layout_attributes = {
+        "layout": LAYOUT,
+        "complete": False,
+        "classes": [c.to_json() for c in config.classes],
+        "paint_order": list(config.paint_order),
+        "background": config.background,
+        "size": size,
+        "shard_size": shard_size,
+        "image_codec": parse_image_codec(image_codec).spec,
+        **attributes,
+    }
     try:
-        group = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3)
+        group = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3, attributes=layout_attributes)
     except OSError as exc:
         raise CelebaMaskError(path, f"cannot create store: {exc.strerror or exc}") from exc
-    group.update_attributes(
-        {
-            "layout": LAYOUT,
-            "complete": False,
-            "classes": [c.to_json() for c in config.classes],
-            "paint_order": list(config.paint_order),
-            "background": config.background,
-            "size": size,
-            "shard_size": shard_size,
-            "image_codec": parse_image_codec(image_codec).spec,
-            **attributes,
-        }
-    )
     group.create_array(
         "image",
         shape=(count, size, size, 3),
@@ -156,6 +154,57 @@ def write_shard(path: str | Path, start: int, rows: dict[str, np.ndarray]) -> No
                     group[name][start : start + len(values)] = values  # type: ignore[index]
     except OSError as exc:
         raise CelebaMaskError(path, f"cannot write shard at row {start}: {exc.strerror or exc}") from exc
+
+
+def create_progress_arrays(group: zarr.Group, count: int, shard_size: int) -> None:
+    """``valid`` marks rows built from good inputs; ``shard_done`` records each finished shard.
+
+    ``shard_done`` has one chunk per shard, written by the coordinator only after that shard's
+    data is in the store, so a crash mid-write leaves the shard unrecorded and resume rebuilds it.
+    """
+    create_row_array(group, "valid", count, shard_size, (), "bool", False, (),
+                     {"description": "true where the row was built from good inputs; see attrs 'skipped'"})
+    shards = max(1, -(-count // shard_size))
+    group.create_array("shard_done", shape=(shards,), chunks=(1,), dtype="bool", fill_value=False,
+                       dimension_names=("shard",), **_chunk_codecs(LABEL_ZSTD_LEVEL),
+                       attributes={"description": f"shard k holds rows k*{shard_size} ... (k+1)*{shard_size}-1"})
+
+
+def creation_state(path: str | Path) -> str:
+    """``absent``, ``empty`` (a folder with nothing in it), ``creating`` (our store, killed before its
+    shard record existed, so nothing was built yet), ``created``, or ``foreign`` (anything else)."""
+    if not os.path.lexists(path):
+        return "absent"
+    if os.path.isdir(path) and not os.listdir(path):
+        return "empty"
+    if not is_store(path):
+        return "foreign"
+    try:
+        group = zarr.open_group(os.fspath(path), mode="r")
+    except Exception:  # noqa: BLE001 - an unreadable group is not one we made
+        return "foreign"
+    if group.attrs.get("layout") != LAYOUT:
+        return "foreign"
+    return "created" if os.path.isfile(os.path.join(path, "shard_done", "zarr.json")) else "creating"
+
+
+def mark_shard_done(group: zarr.Group, shard: int) -> None:
+    group["shard_done"][shard] = True  # type: ignore[index]
+
+
+def done_shards(group: zarr.Group) -> set[int]:
+    return {int(k) for k in np.flatnonzero(group["shard_done"][:])}  # type: ignore[index]
+
+
+def remove_partial_writes(path: str | Path) -> int:
+    """A killed writer can leave ``*.partial`` temporaries beside chunk files; they hold nothing."""
+    removed = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            if name.endswith(".partial"):
+                os.remove(os.path.join(folder, name))
+                removed += 1
+    return removed
 
 
 def mark_complete(path: str | Path, attributes: dict[str, Any]) -> None:

@@ -11,6 +11,8 @@ photo gives. Every sample comes from its own RNG, so output is byte-identical fo
 from __future__ import annotations
 
 import math
+import tempfile
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -627,3 +629,18 @@ def _write_poses(path: Path, records: list[_SampleRecord]) -> None:
     lines += [f"{record.index}.jpg " + " ".join(f"{round(angle, 2) + 0.0:.2f}" for angle in record.pose)
               for record in records]
     path.write_text("\n".join(lines) + "\n")
+
+
+def generate_zip(out: Path | str, count: int, seed: int = 0, jobs: int | None = None,
+                 progress: bool = False) -> Path:
+    """Write the synthetic source as a .zip laid out like the official download
+    (``CelebAMask-HQ/...`` inside), to test reading an archive in place."""
+    archive = Path(out)
+    if archive.exists():
+        raise FileExistsError(f"{archive} already exists")
+    with tempfile.TemporaryDirectory(dir=archive.parent) as scratch:
+        root = generate_source(Path(scratch) / "CelebAMask-HQ", count, seed=seed, jobs=jobs, progress=progress)
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zipped:  # JPEG and PNG are compressed already
+            for path in sorted(root.rglob("*")):
+                zipped.write(path, path.relative_to(root.parent).as_posix())
+    return archive

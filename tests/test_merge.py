@@ -66,7 +66,7 @@ def test_palette_with_nonzero_index_but_black_red_is_off() -> None:
         (b"", "empty file"),
         (png_bytes(Image.new("L", (256, 256))), "256x256, expected 512x512"),
         (png_bytes(Image.new("L", (512, 512)))[:200], "cannot decode PNG"),
-        (b"GIF89a not really", "cannot decode PNG"),
+        (b"GIF89a not really", "not a PNG"),
     ],
 )
 def test_bad_masks_name_the_file(payload: bytes, complaint: str) -> None:

@@ -41,7 +41,7 @@ def test_grayscale_jpeg_becomes_rgb() -> None:
         (b"", "empty file"),
         (jpeg_bytes(1024, 768), "1024x768, not square"),
         (jpeg_bytes(1024, 1024)[:5000], "cannot decode JPEG"),
-        (b"\x89PNG\r\n\x1a\n not a jpeg", "cannot decode JPEG"),
+        (b"\x89PNG\r\n\x1a\n not a jpeg", "not a JPEG"),
         (jpeg_bytes(256, 256), "smaller than"),
     ],
 )
