@@ -12,7 +12,9 @@ SAMPLE_COUNT ?= 200
 
 JOBS_FLAG := $(if $(JOBS),--jobs $(JOBS),)
 
-.PHONY: build-store test venv clean-store clean
+N      ?= 1000
+
+.PHONY: build-store test venv clean-store clean bench bench-quick
 
 # The tests use torch; pinned to the CPU wheel that lies on these machines' disk (an unpinned
 # torch would download a multi-GB CUDA build).
@@ -35,6 +37,14 @@ build-store: $(BIN)/celebamask $(if $(filter data/sample,$(SOURCE)),data/sample,
 
 test: $(BIN)/celebamask
 	$(BIN)/python -m pytest -q
+
+# Build vs common practice vs decode floor, sizes and read speeds (a few minutes at N=1000;
+# the synthetic source is generated once into bench/work/ and reused). Never part of `make test`.
+bench: $(BIN)/celebamask
+	$(BIN)/python -m bench --count $(N) $(JOBS_FLAG)
+
+bench-quick: $(BIN)/celebamask
+	$(BIN)/python -m bench --count 200 --reads 100 $(JOBS_FLAG)
 
 clean-store:
 	rm -rf $(STORE)

@@ -26,6 +26,7 @@ import zarr
 from joblib import Parallel, delayed, parallel_config
 
 from pipeline.annotations import load_annotations, write_annotation_arrays
+from pipeline.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
 from pipeline.config import LABEL_FILL, ClassConfig, load_config
 from pipeline.errors import CelebaMaskError
 from pipeline.location import StoreTarget, as_target
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 OnError = Literal["fail", "skip"]
 Backend = Literal["local", "dask"]
 # Options that change the arrays: a resume must use the same ones.
-RESUME_MUST_MATCH = ("size", "shard_size", "limit")
+RESUME_MUST_MATCH = ("size", "shard_size", "limit", "image_codec")
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ def build_store(
     backend: Backend = "local",
     scheduler: str | None = None,
     dask_local: int | None = None,
+    image_codec: str = DEFAULT_IMAGE_CODEC,
 ) -> BuildReport:
     """Build ``store`` from ``source``; ``progress(done, total)`` is called as shards finish.
 
@@ -171,6 +173,7 @@ def build_store(
         raise CelebaMaskError(str(store), f"backend must be 'local' or 'dask', got {backend!r}")
     if backend == "dask" and not (scheduler or dask_local):
         raise CelebaMaskError(str(store), "the dask backend needs --scheduler ADDRESS or --dask-local N")
+    image_codec = parse_image_codec(image_codec).spec
     store = as_target(store, storage_options)
     state = creation_state(store)
     resuming = resume and state == "created"
@@ -184,7 +187,7 @@ def build_store(
     index = index_source(ref, skip_bad=on_error == "skip")
     samples = index.samples[:limit] if limit else index.samples
     log.info("indexed %s: %d samples, building %d", ref.location, len(index.samples), len(samples))
-    options = {"size": class_config.size, "shard_size": shard_size, "limit": limit}
+    options = {"size": class_config.size, "shard_size": shard_size, "limit": limit, "image_codec": image_codec}
     source_record = {
         "location": ref.location,
         "root": ref.root,
@@ -203,7 +206,8 @@ def build_store(
         provenance = {
             "tool": "celebamask",
             "tool_version": tool_version(),
-            "library_versions": {name: _version(name) for name in ("zarr", "numcodecs", "numpy", "pillow")},
+            "library_versions": {name: _version(name) for name in
+                                 ("zarr", "numcodecs", "numpy", "pillow", "deflate", "simplejpeg", "imagecodecs")},
             "config": {"name": class_config.name, "path": class_config.path, "text": class_config.source_text},
             "options": options,
             "source": source_record,
@@ -211,7 +215,7 @@ def build_store(
             "created": _now(),
         }
         group = create_store(store, [s.index for s in samples], class_config, shard_size,
-                             {"provenance": provenance, "skipped": _index_problems(index)})
+                             {"provenance": provenance, "skipped": _index_problems(index)}, image_codec=image_codec)
         write_annotation_arrays(group, annotations)
         create_class_arrays(group, class_config, len(samples), shard_size)
         create_progress_arrays(group, len(samples), shard_size)  # last: until it exists a resume starts afresh

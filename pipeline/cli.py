@@ -12,6 +12,7 @@ import click
 
 from pipeline.annotations import ARRAYS_BY_FILE, SPLIT_NAMES
 from pipeline.build import DEFAULT_SHARD_SIZE, available_cores, build_store
+from pipeline.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
 from pipeline.config import PRESETS, load_config
 from pipeline.errors import CelebaMaskError
 from pipeline.location import as_target, parse_storage_options
@@ -67,6 +68,13 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
         _log_to_stderr(logging.INFO if verbose == 1 else logging.DEBUG)
 
 
+def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return parse_image_codec(value).spec
+    except CelebaMaskError as exc:
+        raise click.BadParameter(exc.problem) from None
+
+
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("store")
@@ -93,9 +101,15 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
               help="Start a dask LocalCluster of N worker processes (implies --backend dask).")
 @STORAGE_OPTION
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--image-codec", default=DEFAULT_IMAGE_CODEC, show_default=True, callback=_check_image_codec,
+    help="How images are stored: lossless (Zarr v3 core codecs only; any v3 reader), lossless-compact "
+         "(smaller, needs celebamask to read), jpeg:Q (lossy, quality Q; needs the [jpeg] extra).",
+)
 def build(source: Path, store: str, config: str, jobs: int | None, limit: int | None,
           shard_size: int, overwrite: bool, resume: bool, on_error: str, backend: str,
-          scheduler: str | None, dask_local: int | None, storage_option: tuple[str, ...], quiet: bool) -> None:
+          scheduler: str | None, dask_local: int | None, storage_option: tuple[str, ...], quiet: bool,
+          image_codec: str) -> None:
     """Build STORE from SOURCE, a CelebAMask-HQ download: the dataset folder, its parent,
     a once-nested copy, or the .zip (read in place).
 
@@ -121,7 +135,7 @@ def build(source: Path, store: str, config: str, jobs: int | None, limit: int | 
                              on_error=on_error, progress=progress,  # type: ignore[arg-type]
                              storage_options=parse_storage_options(storage_option),
                              backend="dask" if dask_local else backend,  # type: ignore[arg-type]
-                             scheduler=scheduler, dask_local=dask_local)
+                             scheduler=scheduler, dask_local=dask_local, image_codec=image_codec)
     finally:
         if bar is not None:
             bar.close()

@@ -3,6 +3,10 @@
 libjpeg can decode at 1/2, 1/4 or 1/8 scale by dropping DCT coefficients (Pillow's ``draft``);
 for 1024² → 512² that is 3× faster than a full decode and 44–52 dB from a full decode plus
 Lanczos. Any remaining factor is finished with Lanczos.
+
+simplejpeg drives libjpeg-turbo directly and gives the same pixels as Pillow's ``draft`` about
+a third faster (no file-object layer); Pillow stays the path for anything simplejpeg declines
+(CMYK, damaged or non-JPEG data), which also produces the precise error messages.
 """
 
 from __future__ import annotations
@@ -15,11 +19,39 @@ from PIL import Image, UnidentifiedImageError
 from pipeline.config import MASK_SIZE
 from pipeline.errors import CelebaMaskError
 
+try:
+    import simplejpeg
+except ImportError:  # pragma: no cover - simplejpeg is a dependency, this is a safety net
+    simplejpeg = None
+
 
 def decode_image(data: bytes, path: str, size: int) -> np.ndarray:
     """Return the image as a (size, size, 3) uint8 array; raise naming ``path`` if it is unusable."""
     if not data:
         raise CelebaMaskError(path, "empty file (0 bytes)")
+    reduced = decode_jpeg_reduced(data, size)
+    if reduced is not None:
+        if reduced.shape[:2] == (size, size):
+            return reduced
+        return np.asarray(Image.fromarray(reduced).resize((size, size), Image.Resampling.LANCZOS))
+    return _decode_image_with_pillow(data, path, size)
+
+
+def decode_jpeg_reduced(data: bytes, size: int) -> np.ndarray | None:
+    """The square JPEG decoded by libjpeg-turbo at the smallest scale n/8 still ≥ ``size`` (for
+    1024 → 512 what Pillow's ``draft`` gives); None if simplejpeg is missing or declines the data."""
+    if simplejpeg is None:
+        return None
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        if width != height or width < size:
+            return None  # Pillow's path reports it
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=size, min_width=size, strict=True)
+    except ValueError:
+        return None
+
+
+def _decode_image_with_pillow(data: bytes, path: str, size: int) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.format != "JPEG":

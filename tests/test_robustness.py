@@ -241,7 +241,19 @@ def test_disk_full_is_clear_and_resumable(synthetic_source: Path, tmp_path: Path
                 raise OSError(errno.ENOSPC, "No space left on device")
         return await real_set(self, key, value)
 
+    import pipeline.shards
+
+    real_write_file = pipeline.shards._write_file
+
+    def write_file_until_full(path, parts):  # type: ignore[no-untyped-def]  # the direct shard writer
+        if f"{os.sep}image{os.sep}c{os.sep}" in path:
+            writes["count"] += 1
+            if writes["count"] > 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_file(path, parts)
+
     monkeypatch.setattr(LocalStore, "set", set_until_full)
+    monkeypatch.setattr(pipeline.shards, "_write_file", write_file_until_full)
     store = tmp_path / "full.zarr"
     result = run("build", synthetic_source, store, "--jobs", "1", "--shard-size", "2", "--quiet")
     assert result.exit_code == 1
@@ -250,6 +262,7 @@ def test_disk_full_is_clear_and_resumable(synthetic_source: Path, tmp_path: Path
     assert zarr.open_group(store, mode="r").attrs["complete"] is False
 
     monkeypatch.setattr(LocalStore, "set", real_set)
+    monkeypatch.setattr(pipeline.shards, "_write_file", real_write_file)
     resumed = run("build", synthetic_source, store, "--jobs", "1", "--shard-size", "2", "--resume", "--quiet")
     assert resumed.exit_code == 0, resumed.output
     assert_same_arrays(store, clean_build)

@@ -1,0 +1,164 @@
+"""Every decoder path gives the same pixels: the libdeflate/numpy PNG path against Pillow, and
+simplejpeg's DCT-scaled JPEG decode against Pillow's ``draft``.
+
+PNGs are written here by a small independent encoder that applies each of PNG's five row
+filters, so every un-filtering branch is exercised whatever encoder made the dataset's masks.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import pipeline.merge as merge
+import pipeline.resize as resize
+from pipeline.errors import CelebaMaskError
+from pipeline.merge import decode_mask, decode_png_pixels
+from pipeline.resize import decode_image, decode_jpeg_reduced
+
+COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (L, LA, RGB, RGBA)
+
+
+def _filter_row(kind: int, row: np.ndarray, above: np.ndarray, bpp: int) -> bytes:
+    """PNG filter ``kind`` applied to one row of bytes, from the specification (filters read the
+    unfiltered neighbours, so encoding vectorises)."""
+    x = row.astype(np.int16)
+    up = above.astype(np.int16)
+    left = np.concatenate([np.zeros(bpp, np.int16), x[:-bpp]])
+    up_left = np.concatenate([np.zeros(bpp, np.int16), up[:-bpp]])
+    if kind == 0:
+        predicted = np.zeros_like(x)
+    elif kind == 1:
+        predicted = left
+    elif kind == 2:
+        predicted = up
+    elif kind == 3:
+        predicted = (left + up) // 2
+    else:
+        estimate = left + up - up_left
+        from_left, from_up, from_up_left = abs(estimate - left), abs(estimate - up), abs(estimate - up_left)
+        predicted = np.where((from_left <= from_up) & (from_left <= from_up_left), left,
+                             np.where(from_up <= from_up_left, up, up_left))
+    return bytes([kind]) + ((x - predicted) & 0xFF).astype(np.uint8).tobytes()
+
+
+def encode_png(pixels: np.ndarray, filters: list[int]) -> bytes:
+    """An 8-bit PNG of ``pixels`` (h, w, c) whose row y uses filter ``filters[y % len(filters)]``."""
+    height, width, channels = pixels.shape
+    flat = pixels.reshape(height, width * channels)
+    above = np.zeros(width * channels, dtype=np.uint8)
+    raw = b""
+    for y in range(height):
+        raw += _filter_row(filters[y % len(filters)], flat[y], above, channels)
+        above = flat[y]
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, COLOUR_TYPES[channels], 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6))
+            + chunk(b"IEND", b""))
+
+
+def mask_like(channels: int, seed: int = 0) -> np.ndarray:
+    """0/255 blobs, like a region mask, the same in every channel."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:512, :512]
+    on = np.zeros((512, 512), dtype=bool)
+    for _ in range(4):
+        cy, cx, r = rng.integers(60, 450, 2).tolist() + [int(rng.integers(20, 120))]
+        on |= (y - cy) ** 2 + (x - cx) ** 2 < r * r
+    return np.repeat((on * 255).astype(np.uint8)[:, :, None], channels, axis=2)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("filters", [[0], [1], [2], [4], [0, 1, 2, 4], [2, 2, 4, 4, 1], [3], [0, 3, 4]])
+def test_png_fast_path_equals_the_pixels_and_pillow(channels: int, filters: list[int]) -> None:
+    pixels = mask_like(channels, seed=channels)
+    data = encode_png(pixels, filters)
+    decoded = decode_png_pixels(data, "m.png")
+    np.testing.assert_array_equal(decoded, pixels)
+    with Image.open(io.BytesIO(data)) as image:
+        pillow = np.asarray(image)
+    np.testing.assert_array_equal(decoded.reshape(pillow.shape), pillow)
+    np.testing.assert_array_equal(decode_mask(data, "m.png"), pixels[:, :, 0] != 0)
+
+
+def test_arbitrary_bytes_survive_every_filter() -> None:
+    """Not only 0/255: any byte values, where Paeth rows change prediction at every pixel."""
+    pixels = np.random.default_rng(3).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    data = encode_png(pixels, [4, 1, 2, 0, 2])
+    np.testing.assert_array_equal(decode_png_pixels(data, "noise.png"), pixels)
+    np.testing.assert_array_equal(decode_mask(data, "noise.png"), pixels[:, :, 0] != 0)
+
+
+@pytest.mark.parametrize("filters", [[0], [1], [2], [4], [0, 1, 2, 4]])
+def test_mask_like_pngs_never_need_pillow(monkeypatch: pytest.MonkeyPatch, filters: list[int]) -> None:
+    def refuse(*_: object) -> None:
+        raise AssertionError("fell back to Pillow")
+
+    monkeypatch.setattr(merge, "_decode_mask_with_pillow", refuse)
+    pixels = mask_like(3, seed=5)
+    np.testing.assert_array_equal(decode_mask(encode_png(pixels, filters), "m.png"), pixels[:, :, 0] != 0)
+
+
+def test_without_libdeflate_pillow_decodes_the_same(monkeypatch: pytest.MonkeyPatch, synthetic_source: Path) -> None:
+    paths = sorted((synthetic_source / "CelebAMask-HQ-mask-anno").rglob("*.png"))[:40]
+    fast = [decode_mask(p.read_bytes(), str(p)) for p in paths]
+    monkeypatch.setattr(merge, "deflate", None)
+    for path, expected in zip(paths, fast):
+        np.testing.assert_array_equal(decode_mask(path.read_bytes(), str(path)), expected)
+
+
+@pytest.mark.parametrize(
+    ("damage", "complaint"),
+    [
+        (lambda d: d[:46] + bytes([d[46] ^ 0xFF]) + d[47:], "CRC"),  # a byte inside IDAT
+        (lambda d: d[:-30], "file ends inside"),
+    ],
+)
+def test_damaged_pngs_name_the_file(damage, complaint: str) -> None:  # type: ignore[no-untyped-def]
+    data = damage(encode_png(mask_like(1), [1]))
+    with pytest.raises(CelebaMaskError, match=complaint) as caught:
+        decode_mask(data, "/data/00001_skin.png")
+    assert caught.value.path == "/data/00001_skin.png"
+
+
+def test_corrupt_image_data_is_reported() -> None:
+    pixels = mask_like(1)
+    good = encode_png(pixels, [0])
+    start = good.index(b"IDAT") + 4
+    length = struct.unpack(">I", good[start - 8 : start - 4])[0]
+    body = bytearray(good[start : start + length])
+    body[len(body) // 2] ^= 0x55
+    crc = struct.pack(">I", zlib.crc32(b"IDAT" + bytes(body)))
+    bad = good[:start] + bytes(body) + crc + good[start + length + 4 :]
+    with pytest.raises(CelebaMaskError, match="cannot decode PNG"):
+        decode_mask(bad, "x.png")
+
+
+def _pillow_draft(data: bytes, size: int) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("RGB", (size, size))
+        return np.asarray(image.convert("RGB"))
+
+
+def test_simplejpeg_and_pillow_draft_give_the_same_pixels(synthetic_source: Path) -> None:
+    for index in range(6):
+        data = (synthetic_source / "CelebA-HQ-img" / f"{index}.jpg").read_bytes()
+        reduced = decode_jpeg_reduced(data, 512)
+        assert reduced is not None and reduced.shape == (512, 512, 3)
+        np.testing.assert_array_equal(reduced, _pillow_draft(data, 512))
+
+
+def test_without_simplejpeg_pillow_decodes_the_same(monkeypatch: pytest.MonkeyPatch, synthetic_source: Path) -> None:
+    data = (synthetic_source / "CelebA-HQ-img" / "3.jpg").read_bytes()
+    fast = decode_image(data, "3.jpg", 512)
+    monkeypatch.setattr(resize, "simplejpeg", None)
+    np.testing.assert_array_equal(decode_image(data, "3.jpg", 512), fast)
