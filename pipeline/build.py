@@ -15,25 +15,24 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import zarr
 from joblib import Parallel, delayed, parallel_config
 
 from pipeline.annotations import load_annotations, write_annotation_arrays
+from pipeline.chunks import RowFiles
 from pipeline.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
-from pipeline.config import LABEL_FILL, ClassConfig, load_config
+from pipeline.config import ClassConfig, load_config
 from pipeline.errors import CelebaMaskError
 from pipeline.location import StoreTarget, as_target
-from pipeline.merge import decode_mask, paint_label
-from pipeline.regions import class_rows, create_class_arrays
-from pipeline.resize import decode_image, resize_label
-from pipeline.source import Sample, SourceFiles, SourceIndex, SourceRef, index_source, locate_source
+from pipeline.regions import create_class_arrays
+from pipeline.shards import row_files
+from pipeline.source import Sample, SourceIndex, index_source, locate_source
 from pipeline.store import (
     bytes_on_disk,
     create_progress_arrays,
@@ -45,15 +44,16 @@ from pipeline.store import (
     mark_shard_done,
     prepare_target,
     remove_partial_writes,
-    write_shard,
 )
+from pipeline.worker import OnError, build_shard, worker_ready
 
 DEFAULT_SHARD_SIZE = 64
 log = logging.getLogger(__name__)
-OnError = Literal["fail", "skip"]
 Backend = Literal["local", "dask"]
 # Options that change the arrays: a resume must use the same ones.
 RESUME_MUST_MATCH = ("size", "shard_size", "limit", "image_codec")
+# The arrays a shard task writes its rows of.
+WORKER_ARRAYS = ("image", "label", "valid", "class_present", "class_area")
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,6 @@ class BuildReport:
         return self.samples / self.seconds if self.seconds > 0 else float("inf")
 
 
-@dataclass
-class ShardResult:
-    shard: int
-    samples: int
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-
-
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -87,49 +80,6 @@ def available_cores() -> int:
 
 def tool_version() -> str:
     return _version("celebamask")
-
-
-def build_sample(files: SourceFiles, sample: Sample, config: ClassConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Decode one sample: (image at config.size, label map at config.size)."""
-    if sample.problem is not None:
-        raise sample.problem
-    image = decode_image(files.read(sample.image), files.display(sample.image), config.size)
-    masks = {name: decode_mask(files.read(rel), files.display(rel)) for name, rel in sample.masks.items()}
-    label = resize_label(paint_label(masks, config), config.size)
-    return image, label
-
-
-def build_shard(
-    ref: SourceRef,
-    samples: Sequence[Sample],
-    config: ClassConfig,
-    store: StoreTarget,
-    shard: int,
-    start: int,
-    on_error: OnError = "fail",
-) -> ShardResult:
-    """One joblib task: build every sample of the shard beginning at row ``start`` and write it.
-
-    A bad sample stops the task (``fail``) or becomes an invalid row (``skip``): image zeros,
-    label the fill value, ``valid`` false, and an entry in the returned ``skipped``.
-    """
-    size = config.size
-    images = np.zeros((len(samples), size, size, 3), dtype=np.uint8)
-    labels = np.full((len(samples), size, size), LABEL_FILL, dtype=np.uint8)
-    valid = np.zeros(len(samples), dtype=bool)
-    result = ShardResult(shard, len(samples))
-    with ref.open() as files:
-        for row, sample in enumerate(samples):
-            try:
-                images[row], labels[row] = build_sample(files, sample, config)
-                valid[row] = True
-            except CelebaMaskError as error:
-                if on_error == "fail":
-                    raise
-                result.skipped.append({"sample": sample.index, "path": error.path, "error": error.problem})
-    rows = {"image": images, "label": labels, "valid": valid, **class_rows(labels, config, valid)}
-    write_shard(store, start, rows)
-    return result
 
 
 def build_store(
@@ -184,6 +134,8 @@ def build_store(
         prepare_target(store, overwrite or (resume and state == "creating"))
 
     ref = locate_source(source)
+    # workers import while this process indexes and creates (a resume may find nothing to do)
+    warm_up = _start_workers(backend, jobs, store) if not resume else iter(())
     index = index_source(ref, skip_bad=on_error == "skip")
     samples = index.samples[:limit] if limit else index.samples
     log.info("indexed %s: %d samples, building %d", ref.location, len(index.samples), len(samples))
@@ -231,10 +183,15 @@ def build_store(
     if progress:
         progress(done, len(samples))
     skipped = _merge_skips(list(group.attrs.get("skipped", [])), _index_problems(index))
+    for _ in warm_up:
+        pass
     if pending:
-        tasks = (delayed(build_shard)(ref, chunk, class_config, store, k, start, on_error) for k, start, chunk in pending)
+        writers = _direct_writers(group)
+        target = writers if writers is not None else store
+        tasks = (delayed(build_shard)(ref, chunk, class_config, target, k, start, on_error) for k, start, chunk in pending)
         with _parallel_backend(backend, scheduler, dask_local, store) as cluster_jobs:
-            parallel = Parallel(n_jobs=cluster_jobs or min(jobs, len(pending)), return_as="generator_unordered")
+            # all `jobs` workers, as in the warm-up: joblib then reuses the processes it started
+            parallel = Parallel(n_jobs=cluster_jobs or jobs, return_as="generator_unordered")
             for result in parallel(tasks):
                 if result.skipped:
                     skipped = _merge_skips(skipped, result.skipped)
@@ -263,6 +220,23 @@ def build_store(
     log.info("marked %s complete (%d skipped)", store, len(skipped))
     return BuildReport(str(store), len(samples), len(shards), time.perf_counter() - started, bytes_on_disk(store),
                        skipped=len(skipped), shards_built=len(pending))
+
+
+def _start_workers(backend: Backend, jobs: int, store: StoreTarget) -> Iterator[Any]:
+    """Start the local worker processes now, each importing what a shard task needs, and return
+    the (lazy) results to wait for before the first task. Starting a worker costs about as much
+    as building a few samples; here it overlaps the coordinator's indexing and store creation."""
+    if backend != "local" or jobs < 2 or store.in_process_only:
+        return iter(())
+    return Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(worker_ready)() for _ in range(jobs))
+
+
+def _direct_writers(group: zarr.Group) -> dict[str, RowFiles] | None:
+    """How workers write every array they fill without zarr (a local store), or None (through zarr)."""
+    writers = {name: row_files(group[name]) for name in WORKER_ARRAYS}  # type: ignore[arg-type]
+    if any(files is None for files in writers.values()):
+        return None
+    return writers  # type: ignore[return-value]
 
 
 def _reopen_for_resume(store: StoreTarget, config: ClassConfig, options: dict[str, Any], source: dict[str, Any]) -> zarr.Group:

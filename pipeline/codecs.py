@@ -22,7 +22,13 @@ from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.core.common import parse_named_configuration
 from zarr.registry import register_codec
 
+from pipeline.chunks import JPEG_CODEC
 from pipeline.errors import CelebaMaskError
+from pipeline.prediction import (
+    RGB_GRADIENT_CODEC,
+    rgb_gradient_decode,
+    rgb_gradient_encode,
+)
 
 if TYPE_CHECKING:
     from typing import Self
@@ -104,7 +110,7 @@ class RgbGradientCodec(ArrayArrayCodec):
     """
 
     is_fixed_size = True
-    name = "celebamask.rgb_gradient"
+    name = RGB_GRADIENT_CODEC
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
@@ -126,37 +132,12 @@ class RgbGradientCodec(ArrayArrayCodec):
         return chunk_spec.prototype.nd_buffer.from_numpy_array(pixels)
 
 
-def rgb_gradient_encode(planes: np.ndarray) -> np.ndarray:
-    """(..., 3, y, x) uint8 → residuals of the same shape (see RgbGradientCodec)."""
-    if planes.dtype != np.uint8 or planes.ndim < 3 or planes.shape[-3] != 3:
-        raise ValueError(f"celebamask.rgb_gradient codes uint8 (..., 3, y, x) chunks, got {planes.dtype} {planes.shape}")
-    colour = planes.copy()
-    colour[..., 0, :, :] -= planes[..., 1, :, :]
-    colour[..., 2, :, :] -= planes[..., 1, :, :]
-    along_x = np.empty_like(colour)
-    along_x[..., 0] = colour[..., 0]
-    np.subtract(colour[..., 1:], colour[..., :-1], out=along_x[..., 1:])
-    residual = np.empty_like(colour)
-    residual[..., 0, :] = along_x[..., 0, :]
-    np.subtract(along_x[..., 1:, :], along_x[..., :-1, :], out=residual[..., 1:, :])
-    return residual
-
-
-def rgb_gradient_decode(residual: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`rgb_gradient_encode`."""
-    planes = np.cumsum(residual, axis=-2, dtype=np.uint8)
-    np.cumsum(planes, axis=-1, dtype=np.uint8, out=planes)
-    planes[..., 0, :, :] += planes[..., 1, :, :]
-    planes[..., 2, :, :] += planes[..., 1, :, :]
-    return planes
-
-
 @dataclass(frozen=True)
 class JpegCodec(ArrayBytesCodec):
     """``celebamask.jpeg``: each (1, y, x, 3) uint8 chunk as one baseline JPEG (imagecodecs, libjpeg-turbo)."""
 
     is_fixed_size = False
-    name = "celebamask.jpeg"
+    name = JPEG_CODEC
     quality: int = 95
 
     def __init__(self, *, quality: int = 95) -> None:

@@ -7,7 +7,7 @@ class overwrites an earlier one where masks overlap.
 Decoding ~13 mask PNGs is most of a sample's build time, and most of that is zlib's inflate
 (slow on the run-length streams 0/255 masks are stored as). Plain 8-bit PNGs are therefore
 inflated with libdeflate (the ``deflate`` package, ~10× faster here) and un-filtered with
-numpy; anything else (palette, 1-bit, interlaced, Avg-filtered rows) goes through Pillow.
+numpy; anything else (palette, 1-bit, 16-bit, interlaced) goes through Pillow.
 Both paths give the same pixels (tests/test_decoders.py).
 """
 
@@ -58,7 +58,7 @@ def decode_png_pixels(data: bytes, path: str) -> np.ndarray:
 
 def _decode_plain_png(data: bytes, path: str, first_channel_only: bool) -> np.ndarray | None:
     """Inflate and un-filter an 8-bit, non-interlaced L/LA/RGB/RGBA PNG to (height, width, channels);
-    None if it is anything else, or uses the Avg filter."""
+    None if it is anything else (or its rows are not mask-like, see _unfilter)."""
     if not data:
         raise CelebaMaskError(path, "empty file (0 bytes)")
     if deflate is None or not data.startswith(PNG_SIGNATURE):
@@ -92,60 +92,98 @@ def _decode_plain_png(data: bytes, path: str, first_channel_only: bool) -> np.nd
 def _unfilter(filters: np.ndarray, filtered: np.ndarray) -> np.ndarray | None:
     """Undo PNG's row filters (arithmetic modulo 256) on (height, width, channels) bytes.
 
-    None and Sub rows stand alone and are undone all at once; Up and Paeth rows need the row
-    above, so runs of them are undone in order. Avg rows (which no mask writer seen so far
-    uses) give None: the caller falls back to Pillow.
+    None and Sub rows stand alone and are undone all at once; a run of Up rows is a running sum
+    down the run; Avg and Paeth rows depend on their left neighbour nonlinearly and are undone
+    one row at a time, in order. None when so many Avg rows need that that Pillow is faster (the
+    caller then falls back to it).
     """
-    if (filters == _AVG).any():
+    if int(np.count_nonzero(filters == _AVG)) * filtered.shape[2] > _MAX_AVG_ROWS:
         return None
-    pixels = filtered.copy()
+    pixels = np.array(filtered, order="C")  # contiguous, and ours to change
     sub = filters == _SUB
-    if sub.any():  # a running sum along x, per channel
-        pixels[sub] = np.cumsum(filtered[sub], axis=1, dtype=np.uint8)
+    if sub.all():
+        _running_sum_along_x(pixels)
+    elif sub.any():
+        rows = pixels[sub]
+        _running_sum_along_x(rows)
+        pixels[sub] = rows
+    # The rows that need the decoded row above, in order: runs of Up rows, and single Avg/Paeth rows.
     dependent = np.flatnonzero(filters >= _UP)
     if not len(dependent):
         return pixels
-    # runs of consecutive rows with the same (Up or Paeth) filter
-    breaks = np.flatnonzero((np.diff(dependent) != 1) | (np.diff(filters[dependent]) != 0)) + 1
-    for run in np.split(dependent, breaks):
-        first, last = int(run[0]), int(run[-1])
-        if filters[first] == _UP:  # each row adds the one above: a running sum down the run
+    kinds = filters[dependent]
+    # a group ends where the next dependent row is not right below it, or either is not Up
+    ends = (dependent[1:] != dependent[:-1] + 1) | (kinds[1:] != _UP) | (kinds[:-1] != _UP)
+    firsts = [int(dependent[0]), *(dependent[1:][ends]).tolist()]
+    lasts = [*(dependent[:-1][ends]).tolist(), int(dependent[-1])]
+    for first, last in zip(firsts, lasts):
+        kind = filters[first]
+        if kind == _UP:
             if first:
                 pixels[first] += pixels[first - 1]
-            np.cumsum(pixels[first : last + 1], axis=0, dtype=np.uint8, out=pixels[first : last + 1])
+            _running_sum_down(pixels[first : last + 1])
             continue
-        for y in range(first, last + 1):
-            above = pixels[y - 1] if y else np.zeros_like(pixels[0])
-            for channel in range(pixels.shape[2]):
-                if not _unpaeth_row(pixels[y, :, channel], above[:, channel]):
-                    return None
+        above = pixels[first - 1] if first else np.zeros_like(pixels[0])
+        undo_row = _unpaeth_row if kind == _PAETH else _unavg_row
+        for channel in range(pixels.shape[2]):
+            undo_row(pixels[first, :, channel], above[:, channel])
     return pixels
 
 
-_MAX_PAETH_SWITCHES = 128  # beyond this a row is not mask-like; Pillow is faster
+def _running_sum_along_x(rows: np.ndarray) -> None:
+    """In place, each row's running sum modulo 256 along x, per channel (rows: (n, width, channels)).
+
+    numpy's uint8 ``cumsum`` runs a byte at a time; its int32 one is vectorised and, with the
+    two casts, still ~3x faster. int32 cannot overflow: 512 bytes sum to < 2**17.
+    """
+    if rows.shape[2] == 1:
+        flat = rows.reshape(rows.shape[0], -1)
+        flat[...] = np.cumsum(flat, axis=1, dtype=np.int32)  # the cast back keeps the low byte
+    else:
+        _doubling_sum(rows, axis=1)
 
 
-def _unpaeth_row(row: np.ndarray, above: np.ndarray) -> bool:
+def _running_sum_down(rows: np.ndarray) -> None:
+    """In place, the running sum modulo 256 down the rows of a block."""
+    _doubling_sum(rows, axis=0)
+
+
+def _doubling_sum(values: np.ndarray, axis: int) -> None:
+    """In place, the running sum modulo 256 along ``axis`` (0 or 1) in log2(n) vector additions."""
+    step = 1
+    while step < values.shape[axis]:
+        if axis == 0:
+            values[step:] += values[:-step]  # numpy buffers the overlapping operands
+        else:
+            values[:, step:] += values[:, :-step]
+        step *= 2
+
+
+_MAX_AVG_ROWS = 48  # Avg row-channels undone byte by byte before Pillow is the faster way
+
+
+def _unpaeth_row(row: np.ndarray, above: np.ndarray) -> None:
     """Undo the Paeth filter of one channel's bytes in place.
 
-    Where the byte above equals the one above-left, Paeth predicts from the left, so the row is
-    a running sum; only at the few positions where the row above changes is the prediction
-    worked out one byte at a time. False if there are too many such positions.
+    Where the byte above equals the one above-left, Paeth predicts from the left, so the row is a
+    running sum. Only where the row above changes (few places in a mask) can the prediction be
+    another byte: there the difference from the left prediction is worked out in order and
+    carried, as an offset, to the rest of the row.
     """
-    above_left = np.concatenate([np.zeros(1, dtype=np.uint8), above[:-1]])
-    switches = np.flatnonzero(above != above_left)
-    if len(switches) > _MAX_PAETH_SWITCHES:
-        return False
-    left = 0
-    position = 0
-    for switch in [*switches.tolist(), len(row)]:
-        if switch > position:  # predicted from the left: a running sum starting from `left`
-            row[position] = (int(row[position]) + left) & 0xFF
-            np.cumsum(row[position:switch], dtype=np.uint8, out=row[position:switch])
-            left = int(row[switch - 1])
-        if switch == len(row):
-            break
-        up, up_left = int(above[switch]), int(above_left[switch])
+    above_left = np.empty_like(above)
+    above_left[0] = 0
+    above_left[1:] = above[:-1]
+    switches = np.flatnonzero(above != above_left).tolist()
+    sums = np.cumsum(row, dtype=np.int32)  # the row decoded as if every prediction were "left"
+    if not switches:
+        row[...] = sums
+        return
+    sums_list = sums.tolist()
+    offsets = [0] * (len(switches) + 1)
+    offset = 0
+    for k, position in enumerate(switches):
+        left = (sums_list[position - 1] + offset) & 0xFF if position else 0
+        up, up_left = int(above[position]), int(above_left[position])
         estimate = left + up - up_left
         from_left, from_up, from_up_left = abs(estimate - left), abs(estimate - up), abs(estimate - up_left)
         if from_left <= from_up and from_left <= from_up_left:
@@ -154,10 +192,22 @@ def _unpaeth_row(row: np.ndarray, above: np.ndarray) -> bool:
             predicted = up
         else:
             predicted = up_left
-        left = (int(row[switch]) + predicted) & 0xFF
-        row[switch] = left
-        position = switch + 1
-    return True
+        offset += predicted - left
+        offsets[k + 1] = offset
+    bounds = [0, *switches, len(row)]
+    lengths = [end - begin for begin, end in zip(bounds, bounds[1:])]
+    row[...] = sums + np.repeat(np.asarray(offsets, dtype=np.int32), lengths)
+
+
+def _unavg_row(row: np.ndarray, above: np.ndarray) -> None:
+    """Undo the Avg filter of one channel's bytes in place: each byte adds the floor of the mean of
+    its decoded left neighbour and the byte above (a nonlinear recurrence: byte by byte)."""
+    values, above_values = row.tolist(), above.tolist()
+    left = 0
+    for position, (value, up) in enumerate(zip(values, above_values)):
+        left = (value + ((left + up) >> 1)) & 0xFF
+        values[position] = left
+    row[:] = values
 
 
 def _png_header_and_data(data: bytes, path: str) -> tuple[tuple[int, ...], bytes]:

@@ -19,6 +19,7 @@ from pipeline.classes import MASK_CLASS_NAMES
 from pipeline.config import CONFIG_DIR, ClassConfig
 from pipeline.errors import CelebaMaskError
 from pipeline.store import create_row_array
+from pipeline.worker import class_rows  # noqa: F401 - counted by the shard workers; kept importable here
 
 CLASS_ARRAYS = ("class_present", "class_area")
 ATTRIBUTE_REGIONS_PATH = CONFIG_DIR / "attribute_regions.toml"
@@ -38,19 +39,6 @@ def create_class_arrays(group: zarr.Group, config: ClassConfig, count: int, shar
                      {"names": columns, "description": f"label value k occurs; {meaning}"})
     create_row_array(group, "class_area", count, shard_size, (len(columns),), "uint32", 0, ("class",),
                      {"names": columns, "description": f"pixels; {meaning}"})
-
-
-def class_rows(labels: np.ndarray, config: ClassConfig, valid: np.ndarray) -> dict[str, np.ndarray]:
-    """``class_present`` and ``class_area`` rows for a stack of label maps (n, h, w); rows that are
-    not ``valid`` (skipped samples, label all fill value) count nothing."""
-    width = config.max_id + 1
-    areas = np.zeros((len(labels), width), dtype=np.uint32)
-    for row in np.flatnonzero(valid):
-        counts = np.bincount(labels[row].ravel(), minlength=width)
-        if len(counts) > width:  # a value beyond the class table: a bug upstream, never stored silently
-            raise ValueError(f"label map holds value {len(counts) - 1}, above the largest class id {width - 1}")
-        areas[row] = counts
-    return {"class_present": areas > 0, "class_area": areas}
 
 
 # --------------------------------------------------------------------------- attributes → regions

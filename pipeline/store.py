@@ -16,11 +16,12 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from pipeline.chunks import PARTIAL_SUFFIX
 from pipeline.codecs import DEFAULT_IMAGE_CODEC, image_array_codecs, parse_image_codec
 from pipeline.config import LABEL_FILL, ClassConfig
 from pipeline.errors import CelebaMaskError
 from pipeline.location import StoreTarget, as_target
-from pipeline.shards import write_whole_shard
+from pipeline.shards import row_files
 
 LAYOUT = "celebamask/1"  # bump when the arrays or attributes change meaning
 LABEL_ZSTD_LEVEL = 1  # label maps: level 1 is as small as 5 (3.5 KB) and 3x faster
@@ -176,7 +177,10 @@ def write_shard(path: StoreTarget | str | Path, start: int, rows: dict[str, np.n
         # full compare that costs as much as compressing a label map.
         with zarr.config.set({"array.write_empty_chunks": True}):
             for name, values in rows.items():
-                if not write_whole_shard(group[name], start, values):  # type: ignore[arg-type]
+                files = row_files(group[name])  # type: ignore[arg-type]
+                if files is not None and files.rows_per_file:
+                    files.write(start, values)
+                else:
                     group[name][start : start + len(values)] = values  # type: ignore[index]
     except OSError as exc:
         raise CelebaMaskError(path, f"cannot write shard at row {start}: {exc.strerror or exc}") from exc
@@ -231,7 +235,7 @@ def remove_partial_writes(path: StoreTarget | str | Path) -> int:
     removed = 0
     for folder, _, files in os.walk(target.url):
         for name in files:
-            if name.endswith(".partial"):
+            if name.endswith(PARTIAL_SUFFIX):
                 os.remove(os.path.join(folder, name))
                 removed += 1
     return removed

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
-from pipeline.build import build_sample
 from pipeline.config import LABEL_FILL, parse_config
 from pipeline.errors import CelebaMaskError
 from pipeline.location import as_target
 from pipeline.source import index_source, locate_source
+from pipeline.worker import build_sample
 
 REQUIRED_ATTRIBUTES = ("layout", "classes", "paint_order", "background", "size", "shard_size", "provenance")
 MIN_PSNR_DB = 40.0

@@ -98,7 +98,23 @@ def test_arbitrary_bytes_survive_every_filter() -> None:
     np.testing.assert_array_equal(decode_mask(data, "noise.png"), pixels[:, :, 0] != 0)
 
 
-@pytest.mark.parametrize("filters", [[0], [1], [2], [4], [0, 1, 2, 4]])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("filters", [[3], [0, 3, 4], [3, 2, 2, 1]])
+def test_numpy_path_undoes_avg_rows(monkeypatch: pytest.MonkeyPatch, channels: int, filters: list[int]) -> None:
+    """Many Avg rows normally go to Pillow (faster then); forced through numpy they decode the same."""
+    monkeypatch.setattr(merge, "_MAX_AVG_ROWS", 10**6)
+    monkeypatch.setattr(merge, "_decode_mask_with_pillow", _refuse_pillow)
+    pixels = mask_like(channels, seed=7)
+    data = encode_png(pixels, filters)
+    np.testing.assert_array_equal(decode_png_pixels(data, "m.png"), pixels)
+    np.testing.assert_array_equal(decode_mask(data, "m.png"), pixels[:, :, 0] != 0)
+
+
+def _refuse_pillow(*_: object) -> None:
+    raise AssertionError("fell back to Pillow")
+
+
+@pytest.mark.parametrize("filters", [[0], [1], [2], [4], [0, 1, 2, 4], [0] * 30 + [3], [2] * 40 + [3, 4]])
 def test_mask_like_pngs_never_need_pillow(monkeypatch: pytest.MonkeyPatch, filters: list[int]) -> None:
     def refuse(*_: object) -> None:
         raise AssertionError("fell back to Pillow")

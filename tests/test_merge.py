@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.build import build_sample
 from pipeline.config import load_config
 from pipeline.errors import CelebaMaskError
 from pipeline.merge import decode_mask, paint_label
 from pipeline.source import index_source, locate_source
+from pipeline.worker import build_sample
 from tests.reference import CONVENTIONS, reference_label
 
 

@@ -241,9 +241,9 @@ def test_disk_full_is_clear_and_resumable(synthetic_source: Path, tmp_path: Path
                 raise OSError(errno.ENOSPC, "No space left on device")
         return await real_set(self, key, value)
 
-    import pipeline.shards
+    import pipeline.chunks
 
-    real_write_file = pipeline.shards._write_file
+    real_write_file = pipeline.chunks.write_file
 
     def write_file_until_full(path, parts):  # type: ignore[no-untyped-def]  # the direct shard writer
         if f"{os.sep}image{os.sep}c{os.sep}" in path:
@@ -253,7 +253,7 @@ def test_disk_full_is_clear_and_resumable(synthetic_source: Path, tmp_path: Path
         return real_write_file(path, parts)
 
     monkeypatch.setattr(LocalStore, "set", set_until_full)
-    monkeypatch.setattr(pipeline.shards, "_write_file", write_file_until_full)
+    monkeypatch.setattr(pipeline.chunks, "write_file", write_file_until_full)
     store = tmp_path / "full.zarr"
     result = run("build", synthetic_source, store, "--jobs", "1", "--shard-size", "2", "--quiet")
     assert result.exit_code == 1
@@ -262,7 +262,7 @@ def test_disk_full_is_clear_and_resumable(synthetic_source: Path, tmp_path: Path
     assert zarr.open_group(store, mode="r").attrs["complete"] is False
 
     monkeypatch.setattr(LocalStore, "set", real_set)
-    monkeypatch.setattr(pipeline.shards, "_write_file", real_write_file)
+    monkeypatch.setattr(pipeline.chunks, "write_file", real_write_file)
     resumed = run("build", synthetic_source, store, "--jobs", "1", "--shard-size", "2", "--resume", "--quiet")
     assert resumed.exit_code == 0, resumed.output
     assert_same_arrays(store, clean_build)
