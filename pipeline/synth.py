@@ -36,6 +36,7 @@ IMAGE_SIZE = 1024
 MASK_SIZE = 512
 MASKS_PER_FOLDER = 2000
 JPEG_QUALITY = 92
+GRAIN_LEVEL = 1.75  # grey levels of colour grain (see _add_grain)
 
 # Images (of 30,000) in which each class is present, from the published statistics.
 _PUBLISHED_IMAGE_COUNTS: dict[str, int] = {
@@ -570,7 +571,20 @@ def _render_image(rng: np.random.Generator, plan: _SamplePlan) -> Image.Image:
         plane += 0.5
         np.clip(plane, 0, 255, out=plane)
         channels.append(Image.fromarray(plane.astype(np.uint8)))
-    return Image.merge("RGB", channels).filter(ImageFilter.BoxBlur(plan.blur_radius))
+    blurred = np.asarray(Image.merge("RGB", channels).filter(ImageFilter.BoxBlur(plan.blur_radius)), dtype=np.float32)
+    return Image.fromarray(_add_grain(rng, blurred))
+
+
+def _add_grain(rng: np.random.Generator, pixels: np.ndarray) -> np.ndarray:
+    """Independent colour grain at the 512 scale: without it the 512² images are smoother than a
+    photograph's and compress too well (lossless predictors reached ~5x where real CelebA-HQ
+    images reach ~3.3x; with it zstd, delta+zstd and WebP-lossless ratios land near the real ones)."""
+    for channel in range(3):
+        grain = _upsample(rng.standard_normal((MASK_SIZE, MASK_SIZE), dtype=np.float32), IMAGE_SIZE, IMAGE_SIZE)
+        pixels[:, :, channel] += GRAIN_LEVEL * grain
+    pixels += 0.5
+    np.clip(pixels, 0, 255, out=pixels)
+    return pixels.astype(np.uint8)
 
 
 def _rasterise(region: Region, size: int, scale: float = 1.0) -> Image.Image:
