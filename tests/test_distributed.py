@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +121,34 @@ def test_s3_resume_after_a_build_that_stopped(source_copy: Path, local_build: Pa
     assert resumed.exit_code == 0, resumed.output
     assert "built" in resumed.output and "16 samples" in resumed.output
     assert_same_store(open_store(url, storage_options=s3_server), open_store(local_build))
+
+
+def test_s3_store_feeds_stats_preview_and_torch_workers(synthetic_source: Path, local_build: Path, s3_server: dict,
+                                                         tmp_path: Path) -> None:
+    """Everything that opens a store takes the same URL and --storage-option / storage_options."""
+    url = "s3://celebamask-test/stores/readers.zarr"
+    options = [f"--storage-option={key}={value}" for key, value in s3_server.items()]
+    build_store(synthetic_source, url, jobs=1, shard_size=4, limit=8, storage_options=s3_server)
+
+    stats = run("stats", url, "--json", *options)
+    assert stats.exit_code == 0, stats.output
+    expected = open_store(local_build).group["class_present"][:8].sum(axis=0)
+    images = {row["id"]: row["images"] for row in json.loads(stats.output)["classes"]}
+    assert images == dict(enumerate(expected.tolist()))
+    picture = tmp_path / "s3.png"
+    preview = run("preview", url, "5", "--out", picture, "--size", "64", *options)
+    assert preview.exit_code == 0 and "samples 5" in preview.output, preview.output
+    assert picture.read_bytes().startswith(b"\x89PNG")
+
+    torch = pytest.importorskip("torch", reason="torch is not installed (make venv installs the CPU wheel)")
+    from pipeline.torch import CelebAMaskDataset
+
+    local_labels = open_store(local_build).group["label"][:8]
+    for dataset in (CelebAMaskDataset(url, storage_options=s3_server),
+                    CelebAMaskDataset(open_store(url, storage_options=s3_server))):
+        seen = {}
+        for batch in torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=2):
+            seen.update(zip(batch["sample_id"].tolist(), batch["label"].numpy()))
+        assert sorted(seen) == list(range(8))
+        for sample_id, label in seen.items():
+            np.testing.assert_array_equal(label, local_labels[sample_id])
