@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +47,29 @@ def test_dask_local_cluster_gives_the_same_arrays_as_jobs_2(synthetic_source: Pa
     result = run("build", synthetic_source, store, "--dask-local", "2", "--shard-size", "4", "--limit", "16", "--quiet")
     assert result.exit_code == 0, result.output
     assert_same_store(open_store(store), open_store(local_build))
+
+
+def test_dask_local_failure_is_one_line_even_with_port_8787_taken(source_copy: Path, tmp_path: Path) -> None:
+    """A bad sample on a dask worker ends the build as a local one does: one line, exit 1, and
+    nothing from distributed (its port warning, its workers' logs) around it."""
+    (source_copy / "CelebA-HQ-img" / "5.jpg").write_bytes(b"not a jpeg")
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 8787))  # as by another cluster's dashboard
+        taken.listen()
+    except OSError:
+        pass  # in use already: just as good
+    command = ["build", str(source_copy), str(tmp_path / "s.zarr"), "--dask-local", "2", "--shard-size", "4",
+               "--limit", "8", "--quiet"]
+    try:
+        result = subprocess.run([sys.executable, "-m", "pipeline.cli", *command], capture_output=True, text=True,
+                                timeout=300, check=False)
+    finally:
+        taken.close()
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [f"error: {source_copy / 'CelebA-HQ-img' / '5.jpg'}: "
+                                                  "not a JPEG (not an image format Pillow recognises)"]
 
 
 def test_dask_backend_without_a_scheduler_is_refused(synthetic_source: Path, tmp_path: Path) -> None:
