@@ -44,8 +44,10 @@ def assert_same_store(actual, expected) -> None:
 
 def test_dask_local_cluster_gives_the_same_arrays_as_jobs_2(synthetic_source: Path, local_build: Path, tmp_path: Path) -> None:
     store = tmp_path / "dask.zarr"
-    result = run("build", synthetic_source, store, "--dask-local", "2", "--shard-size", "4", "--limit", "16", "--quiet")
+    result = run("build", synthetic_source, store, "--dask-local", "2", "--shard-size", "4", "--limit", "16")
     assert result.exit_code == 0, result.output
+    assert "build: 100%" in result.stderr and "16/16" in result.stderr  # the progress bar, as with --jobs
+    assert result.stdout.startswith(f"built {store}: 16 samples") and "4 shards" in result.stdout
     assert_same_store(open_store(store), open_store(local_build))
 
 
