@@ -96,7 +96,7 @@ def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -
               help="local: joblib worker processes on this machine. dask: the same shard tasks on a "
                    "dask.distributed cluster (needs the [dask] extra).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
-              help="With --backend dask: the scheduler to use, e.g. tcp://10.0.0.5:8786.")
+              help="The dask scheduler to run on, e.g. tcp://10.0.0.5:8786 (implies --backend dask).")
 @click.option("--dask-local", type=click.IntRange(min=1), default=None, metavar="N",
               help="Start a dask LocalCluster of N worker processes (implies --backend dask).")
 @STORAGE_OPTION
@@ -134,7 +134,7 @@ def build(source: Path, store: str, config: str, jobs: int | None, limit: int | 
                              shard_size=shard_size, overwrite=overwrite, resume=resume,
                              on_error=on_error, progress=progress,  # type: ignore[arg-type]
                              storage_options=parse_storage_options(storage_option),
-                             backend="dask" if dask_local else backend,  # type: ignore[arg-type]
+                             backend="dask" if dask_local or scheduler else backend,  # type: ignore[arg-type]
                              scheduler=scheduler, dask_local=dask_local, image_codec=image_codec)
     finally:
         if bar is not None:

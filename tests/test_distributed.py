@@ -51,6 +51,23 @@ def test_dask_local_cluster_gives_the_same_arrays_as_jobs_2(synthetic_source: Pa
     assert_same_store(open_store(store), open_store(local_build))
 
 
+def test_scheduler_address_runs_the_build_on_that_cluster(synthetic_source: Path, local_build: Path,
+                                                          tmp_path: Path) -> None:
+    """--scheduler alone (no --backend dask) sends the shard tasks to that cluster's workers."""
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster, Client(cluster) as client:
+        store = tmp_path / "scheduler.zarr"
+        result = run("build", synthetic_source, store, "--scheduler", cluster.scheduler_address, "--shard-size", "4",
+                     "--limit", "16", "--quiet")
+        assert result.exit_code == 0, result.output
+        ran_on_workers = client.run(lambda: __import__("sys").modules.get("pipeline.build") is not None)
+    assert len(ran_on_workers) == 2 and any(ran_on_workers.values())  # the tasks ran on the cluster's workers
+    assert_same_store(open_store(store), open_store(local_build))
+    assert open_store(store).provenance["run_options"]["backend"] == "dask"
+
+
 def test_dask_local_failure_is_one_line_even_with_port_8787_taken(source_copy: Path, tmp_path: Path) -> None:
     """A bad sample on a dask worker ends the build as a local one does: one line, exit 1, and
     nothing from distributed (its port warning, its workers' logs) around it."""
