@@ -171,7 +171,9 @@ def build_store(
         write_annotation_arrays(group, annotations)
         create_class_arrays(group, class_config, len(samples), shard_size)
         create_progress_arrays(group, len(samples), shard_size)  # last: until it exists a resume starts afresh
-    provenance["run_options"] = {"jobs": jobs, "on_error": on_error}
+    provenance["run_options"] = {"jobs": jobs, "on_error": on_error, "backend": backend}
+    if backend == "dask":
+        provenance["run_options"].update(scheduler=scheduler, dask_local=dask_local)
     group.update_attributes({"provenance": provenance})
 
     finished = done_shards(group)
@@ -279,7 +281,10 @@ def _parallel_backend(backend: Backend, scheduler: str | None, dask_local: int |
         if store.in_process_only:
             raise CelebaMaskError(str(store), "a memory:// store lives in one process; dask workers cannot reach it")
         if dask_local:
-            cluster = LocalCluster(n_workers=dask_local, threads_per_worker=1, processes=True, dashboard_address=None)
+            # No dashboard, the scheduler's HTTP endpoint on a free local port (8787 is often taken by
+            # another cluster), and only errors from distributed's logs: the CLI reports what fails.
+            cluster = LocalCluster(n_workers=dask_local, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, silence_logs=logging.ERROR)
             client = Client(cluster)
         else:
             cluster, client = None, Client(scheduler)

@@ -96,7 +96,7 @@ def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -
               help="local: joblib worker processes on this machine. dask: the same shard tasks on a "
                    "dask.distributed cluster (needs the [dask] extra).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
-              help="With --backend dask: the scheduler to use, e.g. tcp://10.0.0.5:8786.")
+              help="The dask scheduler to run on, e.g. tcp://10.0.0.5:8786 (implies --backend dask).")
 @click.option("--dask-local", type=click.IntRange(min=1), default=None, metavar="N",
               help="Start a dask LocalCluster of N worker processes (implies --backend dask).")
 @STORAGE_OPTION
@@ -134,7 +134,7 @@ def build(source: Path, store: str, config: str, jobs: int | None, limit: int | 
                              shard_size=shard_size, overwrite=overwrite, resume=resume,
                              on_error=on_error, progress=progress,  # type: ignore[arg-type]
                              storage_options=parse_storage_options(storage_option),
-                             backend="dask" if dask_local else backend,  # type: ignore[arg-type]
+                             backend="dask" if dask_local or scheduler else backend,  # type: ignore[arg-type]
                              scheduler=scheduler, dask_local=dask_local, image_codec=image_codec)
     finally:
         if bar is not None:
@@ -252,13 +252,14 @@ def synth(out: Path, count: int, seed: int, jobs: int | None, as_zip: bool, quie
 
 
 @main.command()
-@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("store")
 @click.option("--split", type=click.Choice(SPLIT_NAMES), default=None, help="Only the samples of this split.")
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
-def stats(store: Path, split: str | None, as_json: bool) -> None:
+@STORAGE_OPTION
+def stats(store: str, split: str | None, as_json: bool, storage_option: tuple[str, ...]) -> None:
     """Per class: images where it is present and mean area % where present (the published
     table's quantities, from the stored label maps), and the samples per split."""
-    report = open_store(store).class_statistics(split)
+    report = open_store(store, storage_options=parse_storage_options(storage_option)).class_statistics(split)
     if as_json:
         click.echo(json.dumps({"store": str(store), **report}, indent=2))
         return
@@ -286,7 +287,7 @@ def _echo_annotation_files(files: dict[str, dict[str, Any]] | None) -> None:
 
 
 @main.command()
-@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("store")
 @click.argument("indices", metavar="[INDEX]...", nargs=-1, type=click.IntRange(min=0))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("preview.png"),
               show_default=True, help="PNG file to write.")
@@ -295,14 +296,15 @@ def _echo_annotation_files(files: dict[str, dict[str, Any]] | None) -> None:
               help="Random samples to show when no INDEX is given.")
 @click.option("--seed", type=int, default=None, help="Seed of the random choice (same seed, same samples).")
 @click.option("--size", type=click.IntRange(min=32), default=256, show_default=True, help="Panel side in pixels.")
-def preview(store: Path, indices: tuple[int, ...], out: Path, classes: str | None, count: int,
-            seed: int | None, size: int) -> None:
+@STORAGE_OPTION
+def preview(store: str, indices: tuple[int, ...], out: Path, classes: str | None, count: int,
+            seed: int | None, size: int, storage_option: tuple[str, ...]) -> None:
     """Draw samples of STORE as a PNG: image | colour label | overlay per sample, with a legend
     of the store's class names and colours. INDEX is a dataset index (the N of N.jpg); without
     one, --count random samples are drawn."""
     from pipeline.preview import random_rows, render_preview, rows_of_sample_ids
 
-    opened = open_store(store, allow_incomplete=True)
+    opened = open_store(store, allow_incomplete=True, storage_options=parse_storage_options(storage_option))
     rows = rows_of_sample_ids(opened, indices) if indices else random_rows(opened, count, seed)
     chosen = [name.strip() for name in classes.split(",") if name.strip()] if classes else None
     render_preview(opened, rows, classes=chosen, panel=size).save(out, optimize=True)

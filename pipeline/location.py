@@ -46,13 +46,21 @@ class StoreTarget:
             raise CelebaMaskError(self.url, f"no filesystem for this URL is installed ({exc}); "
                                             "for s3:// install the [s3] extra") from exc
 
+    def _listed_now(self) -> FsspecStore:
+        """A read-only URL store that lists anew. fsspec keeps each folder's listing per filesystem
+        and never refreshes one it has, so objects that workers (other processes) wrote after the
+        coordinator first listed would be missing or reported as not found."""
+        store = self.zarr_store(read_only=True)
+        store.fs.invalidate_cache()  # type: ignore[union-attr]
+        return store  # type: ignore[return-value]
+
     def open_group(self, mode: str = "r", **kwargs: Any) -> zarr.Group:
         return zarr.open_group(self.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3, **kwargs)  # type: ignore[arg-type]
 
     def exists(self) -> bool:
         if self.is_local:
             return os.path.lexists(self.url)
-        return not sync(self.zarr_store(read_only=True).is_empty(""))
+        return not sync(self._listed_now().is_empty(""))
 
     def is_empty_folder(self) -> bool:
         if self.is_local:
@@ -62,7 +70,7 @@ class StoreTarget:
     def has_key(self, key: str) -> bool:
         if self.is_local:
             return os.path.isfile(os.path.join(self.url, key))
-        return bool(sync(self.zarr_store(read_only=True).exists(key)))
+        return bool(sync(self._listed_now().exists(key)))
 
     def delete(self) -> None:
         if self.is_local:
@@ -76,7 +84,7 @@ class StoreTarget:
             for folder, _, files in os.walk(self.url):
                 total += sum(os.path.getsize(os.path.join(folder, name)) for name in files)
             return total
-        return int(sync(self.zarr_store(read_only=True).getsize_prefix("")))
+        return int(sync(self._listed_now().getsize_prefix("")))
 
 
 def as_target(location: StoreTarget | str | Path, storage_options: dict[str, Any] | None = None) -> StoreTarget:

@@ -20,9 +20,10 @@ class CelebAMaskStore(AnnotationQueries):
     """A built store: ``images``/``labels`` are lazy zarr arrays, rows in ascending sample id.
     Annotation queries (``split``, ``attribute``, ``region``, ``select`` …) come from AnnotationQueries."""
 
-    def __init__(self, group: zarr.Group, location: str) -> None:
+    def __init__(self, group: zarr.Group, location: str, storage_options: dict[str, Any] | None = None) -> None:
         self.group = group
         self.location = location
+        self.storage_options: dict[str, Any] = dict(storage_options or {})  # to open it again (torch workers)
         attrs = dict(group.attrs)
         self.attrs: dict[str, Any] = attrs
         self.images: zarr.Array = group["image"]  # type: ignore[assignment]
@@ -141,4 +142,4 @@ def open_store(
     if missing:
         state = "damaged" if group.attrs.get("complete") else "incomplete (the build stopped while creating it)"
         raise CelebaMaskError(location, f"store is {state}: no {' or '.join(missing)} array")
-    return CelebAMaskStore(group, location)
+    return CelebAMaskStore(group, location, storage_options)

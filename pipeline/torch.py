@@ -41,6 +41,9 @@ class CelebAMaskDataset(torch.utils.data.Dataset):
     (default 255, to use as ``CrossEntropyLoss(ignore_index=255)``). Include ``"background"``
     to train on it.
 
+    ``store`` may be a URL (``s3://…``) with fsspec ``storage_options``, or an opened store
+    (whose storage options the workers reuse).
+
     ``transform(sample) -> sample`` is applied last, to the dict of tensors, so an augmentation
     can move image and label together.
     """
@@ -54,12 +57,14 @@ class CelebAMaskDataset(torch.utils.data.Dataset):
         *,
         float_image: bool = False,
         ignore_index: int = LABEL_FILL,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         if isinstance(store, CelebAMaskStore):
             opened, self.allow_incomplete = store, not store.complete  # the caller already chose
         else:
-            opened, self.allow_incomplete = open_store(store), False
+            opened, self.allow_incomplete = open_store(store, storage_options=storage_options), False
         self.location = opened.location
+        self.storage_options = opened.storage_options
         self.transform = transform
         self.float_image = float_image
         self.ignore_index = ignore_index
@@ -93,7 +98,8 @@ class CelebAMaskDataset(torch.utils.data.Dataset):
     def _open(self) -> CelebAMaskStore:
         """Open once per process: a forked worker inherits the parent's object, so check the pid."""
         if self._store is None or self._opened_in != os.getpid():
-            self._store = open_store(self.location, allow_incomplete=self.allow_incomplete)
+            self._store = open_store(self.location, allow_incomplete=self.allow_incomplete,
+                                     storage_options=self.storage_options)
             self._opened_in = os.getpid()
         return self._store
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,17 +30,65 @@ def local_build(synthetic_source: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 def assert_same_store(actual, expected) -> None:
+    """Every array (annotation and class arrays too) and every attribute but provenance."""
     assert actual.complete and expected.complete
-    for name in ("image", "label", "sample_id", "valid"):
-        np.testing.assert_array_equal(np.asarray(actual.group[name][:]), np.asarray(expected.group[name][:]), err_msg=name)
-    assert actual.attrs["classes"] == expected.attrs["classes"]
+    names = sorted(name for name, _ in expected.group.arrays())
+    assert sorted(name for name, _ in actual.group.arrays()) == names
+    assert {"image", "label", "valid", "class_area", "split"} <= set(names)
+    for name in names:
+        np.testing.assert_array_equal(np.asarray(actual.group[name][...]), np.asarray(expected.group[name][...]),
+                                      err_msg=name)
+    assert {k: v for k, v in actual.attrs.items() if k != "provenance"} == \
+        {k: v for k, v in expected.attrs.items() if k != "provenance"}
 
 
 def test_dask_local_cluster_gives_the_same_arrays_as_jobs_2(synthetic_source: Path, local_build: Path, tmp_path: Path) -> None:
     store = tmp_path / "dask.zarr"
-    result = run("build", synthetic_source, store, "--dask-local", "2", "--shard-size", "4", "--limit", "16", "--quiet")
+    result = run("build", synthetic_source, store, "--dask-local", "2", "--shard-size", "4", "--limit", "16")
     assert result.exit_code == 0, result.output
+    assert "build: 100%" in result.stderr and "16/16" in result.stderr  # the progress bar, as with --jobs
+    assert result.stdout.startswith(f"built {store}: 16 samples") and "4 shards" in result.stdout
     assert_same_store(open_store(store), open_store(local_build))
+
+
+def test_scheduler_address_runs_the_build_on_that_cluster(synthetic_source: Path, local_build: Path,
+                                                          tmp_path: Path) -> None:
+    """--scheduler alone (no --backend dask) sends the shard tasks to that cluster's workers."""
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster, Client(cluster) as client:
+        store = tmp_path / "scheduler.zarr"
+        result = run("build", synthetic_source, store, "--scheduler", cluster.scheduler_address, "--shard-size", "4",
+                     "--limit", "16", "--quiet")
+        assert result.exit_code == 0, result.output
+        ran_on_workers = client.run(lambda: __import__("sys").modules.get("pipeline.build") is not None)
+    assert len(ran_on_workers) == 2 and any(ran_on_workers.values())  # the tasks ran on the cluster's workers
+    assert_same_store(open_store(store), open_store(local_build))
+    assert open_store(store).provenance["run_options"]["backend"] == "dask"
+
+
+def test_dask_local_failure_is_one_line_even_with_port_8787_taken(source_copy: Path, tmp_path: Path) -> None:
+    """A bad sample on a dask worker ends the build as a local one does: one line, exit 1, and
+    nothing from distributed (its port warning, its workers' logs) around it."""
+    (source_copy / "CelebA-HQ-img" / "5.jpg").write_bytes(b"not a jpeg")
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 8787))  # as by another cluster's dashboard
+        taken.listen()
+    except OSError:
+        pass  # in use already: just as good
+    command = ["build", str(source_copy), str(tmp_path / "s.zarr"), "--dask-local", "2", "--shard-size", "4",
+               "--limit", "8", "--quiet"]
+    try:
+        result = subprocess.run([sys.executable, "-m", "pipeline.cli", *command], capture_output=True, text=True,
+                                timeout=300, check=False)
+    finally:
+        taken.close()
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [f"error: {source_copy / 'CelebA-HQ-img' / '5.jpg'}: "
+                                                  "not a JPEG (not an image format Pillow recognises)"]
 
 
 def test_dask_backend_without_a_scheduler_is_refused(synthetic_source: Path, tmp_path: Path) -> None:
@@ -91,3 +143,57 @@ def test_s3_build_read_verify_and_resume(synthetic_source: Path, local_build: Pa
                   "--quiet", *options)
     assert resumed.exit_code == 0, resumed.output
     assert_same_store(open_store(url, storage_options=s3_server), open_store(local_build))
+
+
+def test_s3_resume_after_a_build_that_stopped(source_copy: Path, local_build: Path, s3_server: dict) -> None:
+    """Resume in a fresh process: workers write objects the coordinator never listed before."""
+    import s3fs
+
+    url = "s3://celebamask-test/stores/stopped.zarr"
+    options = [f"--storage-option={key}={value}" for key, value in s3_server.items()]
+    bad = source_copy / "CelebA-HQ-img" / "9.jpg"  # row 9: the third shard of 4
+    good = bad.read_bytes()
+    bad.write_bytes(b"not a jpeg")
+    failed = run("build", source_copy, url, "--jobs", "1", "--shard-size", "4", "--limit", "16", "--quiet", *options)
+    assert failed.exit_code == 1 and "9.jpg" in failed.output
+    stopped = zarr.open_group(url, mode="r", storage_options=s3_server)
+    assert stopped.attrs["complete"] is False and list(stopped["shard_done"][:]) == [True, True, False, False]
+
+    bad.write_bytes(good)
+    s3fs.S3FileSystem.clear_instance_cache()  # as a new process: nothing listed yet
+    resumed = run("build", source_copy, url, "--jobs", "2", "--shard-size", "4", "--limit", "16", "--resume",
+                  "--quiet", *options)
+    assert resumed.exit_code == 0, resumed.output
+    assert "built" in resumed.output and "16 samples" in resumed.output
+    assert_same_store(open_store(url, storage_options=s3_server), open_store(local_build))
+
+
+def test_s3_store_feeds_stats_preview_and_torch_workers(synthetic_source: Path, local_build: Path, s3_server: dict,
+                                                         tmp_path: Path) -> None:
+    """Everything that opens a store takes the same URL and --storage-option / storage_options."""
+    url = "s3://celebamask-test/stores/readers.zarr"
+    options = [f"--storage-option={key}={value}" for key, value in s3_server.items()]
+    build_store(synthetic_source, url, jobs=1, shard_size=4, limit=8, storage_options=s3_server)
+
+    stats = run("stats", url, "--json", *options)
+    assert stats.exit_code == 0, stats.output
+    expected = open_store(local_build).group["class_present"][:8].sum(axis=0)
+    images = {row["id"]: row["images"] for row in json.loads(stats.output)["classes"]}
+    assert images == dict(enumerate(expected.tolist()))
+    picture = tmp_path / "s3.png"
+    preview = run("preview", url, "5", "--out", picture, "--size", "64", *options)
+    assert preview.exit_code == 0 and "samples 5" in preview.output, preview.output
+    assert picture.read_bytes().startswith(b"\x89PNG")
+
+    torch = pytest.importorskip("torch", reason="torch is not installed (make venv installs the CPU wheel)")
+    from pipeline.torch import CelebAMaskDataset
+
+    local_labels = open_store(local_build).group["label"][:8]
+    for dataset in (CelebAMaskDataset(url, storage_options=s3_server),
+                    CelebAMaskDataset(open_store(url, storage_options=s3_server))):
+        seen = {}
+        for batch in torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=2):
+            seen.update(zip(batch["sample_id"].tolist(), batch["label"].numpy()))
+        assert sorted(seen) == list(range(8))
+        for sample_id, label in seen.items():
+            np.testing.assert_array_equal(label, local_labels[sample_id])

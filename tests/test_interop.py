@@ -39,16 +39,23 @@ def test_plain_xarray_and_dask_read_the_store_without_this_package(built_store: 
         store = sys.argv[1]
         ds = xr.open_zarr(store, consolidated=False)
         group = zarr.open_group(store, mode="r")
-        lazy = all(isinstance(ds[name].data, da.Array) for name in ("image", "label", "sample_id"))
+        arrays = sorted(name for name, _ in group.arrays())
+        same = lambda a, b: bool(np.array_equal(a, b, equal_nan=b.dtype.kind == "f"))
+        lazy = all(isinstance(ds[name].data, da.Array) for name in arrays)
         label = da.from_zarr(store, component="label")
         print(json.dumps({
-            "dims": {name: list(ds[name].dims) for name in ("image", "label", "sample_id")},
+            "variables": sorted(map(str, ds.data_vars)) == arrays,
+            "dims": {name: list(ds[name].dims) for name in arrays},
+            "zarr_dims": {name: list(group[name].metadata.dimension_names) for name in arrays},
             "dtypes": {name: str(ds[name].dtype) for name in ("image", "label", "sample_id")},
             "lazy": lazy,
             "image_equal": bool(np.array_equal(ds.image[[0, 5]].values, group["image"][[0, 5]])),
             "label_equal": bool(np.array_equal(ds.label.values, group["label"][:])),
             "dask_label_equal": bool(np.array_equal(label[3:9].compute(), group["label"][3:9])),
             "ids_equal": bool(np.array_equal(ds.sample_id.values, group["sample_id"][:])),
+            "others_equal": {name: same(ds[name].values, group[name][...])
+                                   and same(da.from_zarr(store, component=name).compute(), group[name][...])
+                             for name in arrays if name not in ("image", "label")},
         }))
         """
     )
@@ -56,8 +63,14 @@ def test_plain_xarray_and_dask_read_the_store_without_this_package(built_store: 
                             timeout=120)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["dims"] == {"image": ["sample", "y", "x", "channel"], "label": ["sample", "y", "x"],
-                              "sample_id": ["sample"]}
+    assert report["variables"]  # the annotation and class arrays too
+    annotations = {"celeba_index", "celeba_file", "split", "attributes", "pose", "class_present", "class_area"}
+    assert annotations <= set(report["dims"])
+    assert report["dims"] == report["zarr_dims"]
+    assert {name: report["dims"][name] for name in ("image", "label", "sample_id", "attributes", "class_area")} == {
+        "image": ["sample", "y", "x", "channel"], "label": ["sample", "y", "x"], "sample_id": ["sample"],
+        "attributes": ["sample", "attribute"], "class_area": ["sample", "class"]}
+    assert report["others_equal"] and all(report["others_equal"].values()), report["others_equal"]
     assert report["dtypes"] == {"image": "uint8", "label": "uint8", "sample_id": "int32"}
     assert report["lazy"]
     assert report["image_equal"] and report["label_equal"] and report["dask_label_equal"] and report["ids_equal"]

@@ -36,3 +36,18 @@ def test_verbose_shows_the_library_log(synthetic_source: Path, tmp_path: Path) -
                   "--quiet")
     assert details.stderr.count("INFO pipeline.build: indexed") == 1  # one handler, not one per run
     assert "DEBUG pipeline.build" in details.stderr
+
+
+def test_build_and_verify_show_progress_unless_quiet(synthetic_source: Path, tmp_path: Path) -> None:
+    store = tmp_path / "p.zarr"
+    shown = run("build", str(synthetic_source), str(store), "--limit", "6", "--shard-size", "2", "--jobs", "1")
+    assert shown.exit_code == 0, shown.output
+    assert "build: 100%" in shown.stderr and "6/6" in shown.stderr
+    assert shown.stdout.startswith(f"built {store}: 6 samples")
+    checked = run("verify", str(store))
+    assert checked.exit_code == 0, checked.output
+    assert "verify: 100%" in checked.stderr and "6/6" in checked.stderr
+
+    quiet = run("build", str(synthetic_source), str(tmp_path / "q.zarr"), "--limit", "6", "--jobs", "1", "--quiet")
+    assert quiet.exit_code == 0 and quiet.stderr == "" and "built" in quiet.stdout
+    assert run("verify", str(store), "--quiet").stderr == ""

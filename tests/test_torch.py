@@ -33,11 +33,13 @@ def annotated_store(built_store: Path, tmp_path_factory: pytest.TempPathFactory)
     return target, copy_with_annotation_like_arrays(built_store, target, invalid_rows=INVALID_ROWS)
 
 
-def test_two_worker_loader_reads_every_sample_exactly(built_store: Path, stored: dict[str, np.ndarray]) -> None:
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_two_worker_loader_reads_every_sample_exactly(built_store: Path, stored: dict[str, np.ndarray],
+                                                      start_method: str) -> None:
     dataset = CelebAMaskDataset(built_store)
-    dataset[0]  # the parent has read through zarr before the workers fork
+    dataset[0]  # the parent has read through zarr before the workers start (and, with fork, inherit that)
     seen: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for batch in DataLoader(dataset, batch_size=5, shuffle=True, num_workers=2):
+    for batch in DataLoader(dataset, batch_size=5, shuffle=True, num_workers=2, multiprocessing_context=start_method):
         assert batch["image"].dtype == torch.uint8 and batch["label"].dtype == torch.int64
         assert batch["image"].shape[1:] == (3, 512, 512) and batch["label"].shape[1:] == (512, 512)
         for k, sample_id in enumerate(batch["sample_id"].tolist()):
