@@ -8,6 +8,7 @@ a file that is absent simply leaves its arrays out of the store.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from pipeline.source import ANNOTATION_FILES, SourceRef
 from pipeline.store import create_whole_array
 
 MAPPING_FILE, ATTRIBUTE_FILE, POSE_FILE = ANNOTATION_FILES
+log = logging.getLogger(__name__)
 
 CELEBA_IMAGE_COUNT = 202599
 # g_partition.py: train orig_idx < 162771, val < 182638, test the rest.
@@ -91,17 +93,30 @@ def _int(token: str, where: str, line: int, what: str) -> int:
         raise _fail(where, line, f"{what} is not an integer: {token!r}") from None
 
 
-def _counted_header(lines: list[tuple[int, list[str]]], where: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """CelebA's list format: a row count, a line of column names, then the rows."""
-    if len(lines) < 2:
+def _counted_header(lines: list[tuple[int, list[str]]], where: str) -> tuple[int, list[str], list[tuple[int, list[str]]]]:
+    """CelebA's list format: a row count, a line of column names, then the rows; returns the names'
+    line number, the names and the rows.
+
+    The count is only advisory: every row names its image, and copies cut down to a subset (a
+    hold-out, a sample) keep the full file's count or drop the line, so a count that disagrees
+    is logged, not fatal; a sample without a row is still an error (``_in_row_order``).
+    """
+    if not lines:
         raise CelebaMaskError(where, "expected a row count line and a line of column names")
-    (count_line, count_fields), (_, names), rows = lines[0], lines[1], lines[2:]
-    if len(count_fields) != 1:
-        raise _fail(where, count_line, f"expected the number of rows alone, got {' '.join(count_fields)!r}")
-    count = _int(count_fields[0], where, count_line, "the row count")
-    if count != len(rows):
-        raise _fail(where, count_line, f"says {count} rows but the file has {len(rows)}")
-    return names, rows
+    count_line, count_fields = lines[0]
+    count = None
+    if len(count_fields) == 1:
+        count = _int(count_fields[0], where, count_line, "the row count")
+        lines = lines[1:]
+    if not lines:
+        raise CelebaMaskError(where, "expected a line of column names after the row count")
+    (names_line, names), rows = lines[0], lines[1:]
+    if _IMAGE_NAME.match(names[0]):
+        raise _fail(where, names_line, f"expected a line of column names, got a row for {names[0]}")
+    if count is not None and count != len(rows):
+        log.warning("%s:%d: says %d rows but the file has %d; rows are matched by their image name",
+                    where, count_line, count, len(rows))
+    return names_line, names, rows
 
 
 def _by_image(rows: list[tuple[int, list[str]]], where: str, width: int) -> dict[int, tuple[int, list[str]]]:
@@ -144,9 +159,9 @@ def parse_mapping(data: bytes, where: str) -> dict[int, tuple[int, str]]:
 
 def parse_attributes(data: bytes, where: str) -> tuple[tuple[str, ...], dict[int, np.ndarray]]:
     """CelebA's ±1 attribute list → (names, {image index: int8 row, 1 present / 0 absent})."""
-    names, rows = _counted_header(_lines(data, where), where)
+    names_line, names, rows = _counted_header(_lines(data, where), where)
     if len(set(names)) != len(names):
-        raise _fail(where, 2, "attribute names are not unique")
+        raise _fail(where, names_line, "attribute names are not unique")
     values: dict[int, np.ndarray] = {}
     for index, (line, fields) in _by_image(rows, where, len(names)).items():
         if not _PLUS_MINUS_ONE.issuperset(fields):
@@ -158,9 +173,9 @@ def parse_attributes(data: bytes, where: str) -> tuple[tuple[str, ...], dict[int
 
 def parse_poses(data: bytes, where: str) -> dict[int, tuple[float, float, float]]:
     """Yaw, pitch, roll in degrees per image index."""
-    names, rows = _counted_header(_lines(data, where), where)
+    names_line, names, rows = _counted_header(_lines(data, where), where)
     if len(names) != len(POSE_NAMES):
-        raise _fail(where, 2, f"expected 3 column names (Yaw Pitch Raw), got {' '.join(names)!r}")
+        raise _fail(where, names_line, f"expected 3 column names (Yaw Pitch Raw), got {' '.join(names)!r}")
     poses: dict[int, tuple[float, float, float]] = {}
     for index, (line, fields) in _by_image(rows, where, len(POSE_NAMES)).items():
         try:

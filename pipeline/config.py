@@ -14,7 +14,15 @@ from typing import Any
 from pipeline.classes import MASK_CLASS_NAMES
 from pipeline.errors import CelebaMaskError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+def _config_dir() -> Path:
+    """``configs/`` ships inside the package in a wheel (``pipeline/configs``); a source checkout
+    (the editable install of ``make venv``) keeps it beside the package."""
+    package = Path(__file__).resolve().parent
+    return package / "configs" if (package / "configs").is_dir() else package.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
 PRESETS: dict[str, str] = {
     "default": "celebamask_hq.toml",
     "face-parsing": "face_parsing.toml",

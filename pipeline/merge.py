@@ -58,7 +58,8 @@ def decode_png_pixels(data: bytes, path: str) -> np.ndarray:
 
 def _decode_plain_png(data: bytes, path: str, first_channel_only: bool) -> np.ndarray | None:
     """Inflate and un-filter an 8-bit, non-interlaced L/LA/RGB/RGBA PNG to (height, width, channels);
-    None if it is anything else (or its rows are not mask-like, see _unfilter)."""
+    None if it is anything else, its image data does not inflate to exactly the rows (Pillow then
+    decodes it, or names what is wrong), or its rows are not mask-like (see _unfilter)."""
     if not data:
         raise CelebaMaskError(path, "empty file (0 bytes)")
     if deflate is None or not data.startswith(PNG_SIGNATURE):
@@ -73,10 +74,10 @@ def _decode_plain_png(data: bytes, path: str, first_channel_only: bool) -> np.nd
     row_bytes = 1 + width * channels
     try:
         raw = deflate.zlib_decompress(compressed, height * row_bytes)
-    except deflate.DeflateError as exc:
-        raise CelebaMaskError(path, f"cannot decode PNG: corrupt image data ({exc})") from exc
+    except deflate.DeflateError:
+        return None  # corrupt, or more data than the rows need (which Pillow accepts): Pillow decides
     if len(raw) != height * row_bytes:
-        raise CelebaMaskError(path, f"cannot decode PNG: image data ends after {len(raw)} of {height * row_bytes} bytes")
+        return None
     rows = np.frombuffer(raw, dtype=np.uint8).reshape(height, row_bytes)
     filters = rows[:, 0]
     filtered = rows[:, 1:].reshape(height, width, channels)

@@ -128,7 +128,8 @@ def open_store(
     location = os.fspath(path)
     try:
         group = as_target(location, storage_options).open_group(mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError,
+            zarr.errors.ContainsArrayError) as exc:  # the last: pointed at an array, e.g. STORE/label
         raise CelebaMaskError(location, f"not a celebamask store ({exc})") from exc
     if "classes" not in group.attrs:
         if group.attrs.get("complete") is False:  # a build killed while it was creating the store

@@ -106,7 +106,7 @@ GOOD_ATTRIBUTES = b"2\nA B\n0.jpg  1 -1\n1.jpg -1  1\n"
     [
         (parse_attributes, b"2\nA B\n0.jpg 1 -1\n1.jpg 0 1\n", 4, "A is '0'"),
         (parse_attributes, b"2\nA B\n0.jpg 1 -1\n1.jpg 1\n", 4, "expected 2 values"),
-        (parse_attributes, b"3\nA B\n0.jpg 1 -1\n1.jpg 1 1\n", 1, "says 3 rows but the file has 2"),
+        (parse_attributes, b"2\n0.jpg 1 -1\n1.jpg 1 1\n", 2, "expected a line of column names"),
         (parse_attributes, b"2\nA B\n0.jpg 1 -1\n0.jpg 1 1\n", 4, "second row for 0.jpg (first on line 3)"),
         (parse_attributes, b"2\nA B\r\n0.jpg 1 -1\r\nzero.png 1 1\r\n", 4, "expected an image name"),
         (parse_poses, b"1\nYaw Pitch Raw\n\n0.jpg 1.5 2 inf\n", 4, "not finite"),
@@ -126,6 +126,19 @@ def test_rows_are_matched_by_image_index_not_position() -> None:
     names, rows = parse_attributes(b"\xef\xbb\xbf2\nA B\n1.jpg -1  1\n0.jpg\t1 -1\n", "ann.txt")
     assert names == ("A", "B")
     assert rows[0].tolist() == [1, 0] and rows[1].tolist() == [0, 1]
+
+
+def test_a_subset_copy_with_the_full_files_row_count_or_none_still_parses(caplog: pytest.LogCaptureFixture) -> None:
+    """A hold-out or sample cut from the real files keeps their count line (30000), or drops it:
+    rows name their images, so only a missing row is an error."""
+    body = b"A B  \r\n7.jpg  1 -1 \r\n29999.jpg -1  1\r\n"
+    with caplog.at_level("WARNING", logger="pipeline.annotations"):
+        names, rows = parse_attributes(b"30000\r\n" + body, "attr.txt")
+    assert "attr.txt:1: says 30000 rows but the file has 2" in caplog.text
+    assert names == ("A", "B") and rows[7].tolist() == [1, 0] and rows[29999].tolist() == [0, 1]
+    assert parse_attributes(body, "attr.txt")[1].keys() == rows.keys()
+    poses = parse_poses(b"30000\nYaw Pitch Raw\n12.jpg 6.08 -1.23 0.41\n", "pose.txt")
+    assert poses == {12: (6.08, -1.23, 0.41)}
 
 
 def test_a_sample_missing_from_a_present_file_is_an_error(source_copy: Path) -> None:

@@ -29,6 +29,11 @@ def test_build_then_info(synthetic_source: Path, tmp_path: Path) -> None:
     assert again.exit_code == 1
     assert again.output.strip().splitlines() == [f"error: {store}: already exists; pass --overwrite to replace it"]
 
+    array = run("info", str(store / "label"))  # an array of the store, not the store
+    lines = array.output.strip().splitlines()
+    assert array.exit_code == 1 and len(lines) == 1
+    assert lines[0].startswith(f"error: {store / 'label'}: not a celebamask store")
+
 
 def test_errors_are_one_line_and_debug_shows_the_traceback(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -56,3 +61,27 @@ def test_invalid_configs_are_refused(tmp_path: Path, old: str, new: str, complai
 def test_unknown_preset_names_the_choices() -> None:
     with pytest.raises(CelebaMaskError, match="face-parsing"):
         load_config("no-such-preset")
+
+
+def test_an_installed_wheel_finds_its_presets_and_attribute_map(tmp_path: Path) -> None:
+    """`pip install .` (a container image, a cluster worker) gets a wheel, not the source tree: the
+    presets and the attribute map must travel in it and be found there."""
+    pytest.importorskip("setuptools", minversion="77", reason="builds the wheel with the environment's setuptools")
+    repo = Path(__file__).resolve().parents[1]
+    tree = tmp_path / "tree"  # a copy, so building leaves nothing in the checkout
+    for name in ("pipeline", "configs"):
+        shutil.copytree(repo / name, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / name, tree / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                    "--wheel-dir", str(tmp_path / "wheel"), str(tree)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "wheel").glob("celebamask-*.whl")
+    installed = tmp_path / "installed"
+    zipfile.ZipFile(wheel).extractall(installed)
+    check = ("import pipeline.config as c, pipeline.regions as r; "
+             "print(c.load_config('official').path); print(r.load_attribute_regions().path)")
+    result = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(installed)}, check=True)
+    official, regions = result.stdout.split()
+    assert Path(official) == installed / "pipeline" / "configs" / "official.toml"
+    assert Path(regions) == installed / "pipeline" / "configs" / "attribute_regions.toml"

@@ -48,21 +48,31 @@ def _filter_row(kind: int, row: np.ndarray, above: np.ndarray, bpp: int) -> byte
     return bytes([kind]) + ((x - predicted) & 0xFF).astype(np.uint8).tobytes()
 
 
-def encode_png(pixels: np.ndarray, filters: list[int]) -> bytes:
-    """An 8-bit PNG of ``pixels`` (h, w, c) whose row y uses filter ``filters[y % len(filters)]``."""
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))  # x0, y0, dx, dy
+
+
+def encode_png(pixels: np.ndarray, filters: list[int], interlaced: bool = False, extra: bytes = b"") -> bytes:
+    """An 8- or 16-bit (by dtype) PNG of ``pixels`` (h, w, c) whose row y (of each Adam7 pass when
+    ``interlaced``) uses filter ``filters[y % len(filters)]``; ``extra`` bytes follow the rows in
+    the compressed image data."""
     height, width, channels = pixels.shape
-    flat = pixels.reshape(height, width * channels)
-    above = np.zeros(width * channels, dtype=np.uint8)
+    itemsize = pixels.dtype.itemsize
     raw = b""
-    for y in range(height):
-        raw += _filter_row(filters[y % len(filters)], flat[y], above, channels)
-        above = flat[y]
+    for x0, y0, dx, dy in ADAM7 if interlaced else ((0, 0, 1, 1),):
+        part = pixels[y0::dy, x0::dx]
+        if not part.size:
+            continue
+        flat = part.astype(f">u{itemsize}").view(np.uint8).reshape(part.shape[0], -1)
+        above = np.zeros(flat.shape[1], dtype=np.uint8)  # each pass starts afresh
+        for y in range(len(flat)):
+            raw += _filter_row(filters[y % len(filters)], flat[y], above, channels * itemsize)
+            above = flat[y]
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    header = struct.pack(">IIBBBBB", width, height, 8, COLOUR_TYPES[channels], 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6))
+    header = struct.pack(">IIBBBBB", width, height, 8 * itemsize, COLOUR_TYPES[channels], 0, 0, int(interlaced))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw + extra, 6))
             + chunk(b"IEND", b""))
 
 
@@ -112,6 +122,22 @@ def test_numpy_path_undoes_avg_rows(monkeypatch: pytest.MonkeyPatch, channels: i
 
 def _refuse_pillow(*_: object) -> None:
     raise AssertionError("fell back to Pillow")
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize(("dtype", "interlaced"), [(np.uint8, True), (np.uint16, False), (np.uint16, True)])
+def test_interlaced_and_16_bit_pngs_give_the_first_channel(channels: int, dtype: type, interlaced: bool) -> None:
+    """Adam7-interlaced and 16-bit masks (Pillow's part), every row filter in every pass."""
+    pixels = mask_like(channels, seed=7).astype(dtype) * (257 if dtype == np.uint16 else 1)
+    data = encode_png(pixels, [0, 1, 2, 3, 4], interlaced=interlaced)
+    np.testing.assert_array_equal(decode_mask(data, "m.png"), pixels[:, :, 0] != 0)
+
+
+def test_image_data_longer_than_the_rows_decodes_as_pillow_does() -> None:
+    """Pillow ignores inflated bytes past the last row; the fast path must not call such a mask corrupt."""
+    pixels = mask_like(1, seed=2)
+    data = encode_png(pixels, [1], extra=b"\x00" * 513)
+    np.testing.assert_array_equal(decode_mask(data, "m.png"), pixels[:, :, 0] != 0)
 
 
 @pytest.mark.parametrize("filters", [[0], [1], [2], [4], [0, 1, 2, 4], [0] * 30 + [3], [2] * 40 + [3, 4]])
