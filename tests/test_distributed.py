@@ -62,7 +62,7 @@ def test_scheduler_address_runs_the_build_on_that_cluster(synthetic_source: Path
         result = run("build", synthetic_source, store, "--scheduler", cluster.scheduler_address, "--shard-size", "4",
                      "--limit", "16", "--quiet")
         assert result.exit_code == 0, result.output
-        ran_on_workers = client.run(lambda: __import__("sys").modules.get("pipeline.build") is not None)
+        ran_on_workers = client.run(lambda: __import__("sys").modules.get("pipeline.worker") is not None)
     assert len(ran_on_workers) == 2 and any(ran_on_workers.values())  # the tasks ran on the cluster's workers
     assert_same_store(open_store(store), open_store(local_build))
     assert open_store(store).provenance["run_options"]["backend"] == "dask"
