@@ -28,11 +28,13 @@ $(BIN)/celebamask: pyproject.toml Makefile
 
 venv: $(BIN)/celebamask
 
-# The synthetic sample is made only when building the default source and it is absent.
-data/sample: | $(BIN)/celebamask
-	$(BIN)/celebamask synth $@ --count $(SAMPLE_COUNT) --seed 0
+# The synthetic sample is made only when building the default source and it is absent. Its
+# README.txt is written last, so a synth that was interrupted is made again, not half used.
+data/sample/README.txt: | $(BIN)/celebamask
+	rm -rf data/sample
+	$(BIN)/celebamask synth data/sample --count $(SAMPLE_COUNT) --seed 0
 
-build-store: $(BIN)/celebamask $(if $(filter data/sample,$(SOURCE)),data/sample,)
+build-store: $(BIN)/celebamask $(if $(filter data/sample,$(SOURCE)),data/sample/README.txt,)
 	$(BIN)/celebamask build $(SOURCE) $(STORE) --config $(CONFIG) $(JOBS_FLAG) --overwrite
 
 test: $(BIN)/celebamask

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ class ErrorReportingGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except BrokenPipeError:  # e.g. `celebamask info STORE | head`: the reader left, nothing to report
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so exit's flush stays quiet
+            ctx.exit(1)
         except Exception as exc:  # noqa: BLE001 - the CLI is the one place that reports everything
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -264,7 +268,8 @@ def stats(store: str, split: str | None, as_json: bool, storage_option: tuple[st
         click.echo(json.dumps({"store": str(store), **report}, indent=2))
         return
     click.echo(f"store:   {store}")
-    click.echo(f"samples: {report['samples']}" + (f" in split {split}" if split else ""))
+    skipped = f" ({report['skipped']} skipped by the build, counted in no class)" if report.get("skipped") else ""
+    click.echo(f"samples: {report['samples']}" + (f" in split {split}" if split else "") + skipped)
     counts = report["split_counts"]
     splits = ", ".join(f"{name} {count}" for name, count in counts.items()) if counts else "none (no mapping file)"
     click.echo(f"splits:  {splits}")

@@ -117,8 +117,12 @@ class AnnotationQueries:
         if "split" in self.group:
             codes = self.annotation("split")
             split_counts = {name: int((codes == k).sum()) for k, name in enumerate(self.annotation_names("split"))}
+        skipped = 0
+        if "valid" in self.group:  # rows a build skipped (--on-error skip) count in no class
+            skipped = int((~np.asarray(self.group["valid"][...])[rows]).sum())  # type: ignore[index]
         return {
             "samples": int(present.shape[0]),
+            "skipped": skipped,
             "split": split,
             "split_counts": split_counts,
             "classes": class_statistics(present, area, self.annotation_names("class_area"), pixels),

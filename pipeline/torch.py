@@ -83,12 +83,12 @@ class CelebAMaskDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         row = int(self.rows[index])
-        store = self._open()
-        image = torch.from_numpy(np.ascontiguousarray(np.asarray(store.images[row]).transpose(2, 0, 1)))
+        stored = self._open()[row]  # the store's direct row reader: one read per array
+        image = torch.from_numpy(np.ascontiguousarray(stored["image"].transpose(2, 0, 1)))
         if self.float_image:
             image = image.to(torch.float32).div_(255)
-        label = torch.from_numpy(self.label_lookup[np.asarray(store.labels[row])])
-        sample: Sample = {"image": image, "label": label, "sample_id": int(store.sample_ids[row])}
+        label = torch.from_numpy(self.label_lookup[stored["label"]])
+        sample: Sample = {"image": image, "label": label, "sample_id": stored["sample_id"]}
         return self.transform(sample) if self.transform else sample
 
     def __getstate__(self) -> dict[str, Any]:

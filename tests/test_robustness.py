@@ -205,6 +205,7 @@ def test_catalogue_fails_with_the_file_named_then_skip_completes(source_copy: Pa
         row = ids.index(4)
         assert not valid[row] and (opened.labels[row] == 255).all()
         assert sum(valid) == len(ids) - 1
+        assert opened.class_statistics()["skipped"] == 1
     else:
         assert valid.all() and any(e["sample"] is None for e in entries)
     info = run("info", tmp_path / "skip.zarr")
