@@ -36,6 +36,7 @@ from pipeline.resize import decode_image, resize_label
 from pipeline.source import Sample, SourceFiles, SourceIndex, SourceRef, index_source, locate_source
 from pipeline.store import (
     bytes_on_disk,
+    check_target,
     create_progress_arrays,
     create_store,
     creation_state,
@@ -43,7 +44,6 @@ from pipeline.store import (
     is_store,
     mark_complete,
     mark_shard_done,
-    prepare_target,
     remove_partial_writes,
     write_shard,
 )
@@ -179,9 +179,9 @@ def build_store(
     resuming = resume and state == "created"
     if resume and state == "foreign":
         raise CelebaMaskError(store, "exists and is not a celebamask store; cannot resume it")
-    if not resuming:
-        # A store killed while being created holds no built shard yet: resume starts it afresh.
-        prepare_target(store, overwrite or (resume and state == "creating"))
+    # A store killed while being created holds no built shard yet: resume starts it afresh. What
+    # is replaced is deleted only once the source has been indexed and its annotations parsed.
+    replace = not resuming and check_target(store, overwrite or (resume and state in ("creating", "empty")))
 
     ref = locate_source(source)
     index = index_source(ref, skip_bad=on_error == "skip")
@@ -203,6 +203,8 @@ def build_store(
         provenance.setdefault("resumed", []).append(_now())
     else:
         annotations = load_annotations(ref, index.annotations, [s.index for s in samples])
+        if replace:
+            store.delete()
         provenance = {
             "tool": "celebamask",
             "tool_version": tool_version(),

@@ -35,8 +35,11 @@ def is_store(path: StoreTarget | str | Path) -> bool:
     return as_target(path).has_key("zarr.json")
 
 
-def prepare_target(path: StoreTarget | str | Path, overwrite: bool) -> None:
-    """Refuse to touch an existing path unless asked; never delete something that is not a store."""
+def check_target(path: StoreTarget | str | Path, overwrite: bool) -> bool:
+    """Refuse to touch an existing path unless asked; never replace something that is not a store.
+
+    Touches nothing: returns True when something is there that must be deleted before the store
+    is created (the caller deletes it only once it knows the build can start)."""
     target = as_target(path)
     if not target.exists():
         if target.is_local:
@@ -45,14 +48,14 @@ def prepare_target(path: StoreTarget | str | Path, overwrite: bool) -> None:
                 raise CelebaMaskError(target, f"cannot create store: parent folder {parent} does not exist")
             if not os.access(parent, os.W_OK):
                 raise CelebaMaskError(target, f"cannot create store: parent folder {parent} is not writable")
-        return
+        return False
     if not overwrite:
         raise CelebaMaskError(target, "already exists; pass --overwrite to replace it")
     if target.is_empty_folder():
-        return
-    if not is_store(target):
+        return False
+    if not is_store(target) and creation_state(target) != "creating":
         raise CelebaMaskError(target, "exists and is not a Zarr store; refusing to overwrite it")
-    target.delete()
+    return True
 
 
 def create_store(
@@ -198,14 +201,16 @@ def create_progress_arrays(group: zarr.Group, count: int, shard_size: int) -> No
 
 def creation_state(path: StoreTarget | str | Path) -> str:
     """``absent``, ``empty`` (a folder with nothing in it), ``creating`` (our store, killed before its
-    shard record existed, so nothing was built yet), ``created``, or ``foreign`` (anything else)."""
+    shard record existed, so nothing was built yet; or a folder holding only the temporaries of
+    its first metadata write), ``created``, or ``foreign`` (anything else)."""
     target = as_target(path)
     if not target.exists():
         return "absent"
     if target.is_empty_folder():
         return "empty"
     if not is_store(target):
-        return "foreign"
+        # Killed before the first metadata file was whole: nothing but writers' temporaries.
+        return "creating" if _only_partial_writes(target) else "foreign"
     try:
         group = target.open_group(mode="r")
     except Exception:  # noqa: BLE001 - an unreadable group is not one we made
@@ -213,6 +218,13 @@ def creation_state(path: StoreTarget | str | Path) -> str:
     if group.attrs.get("layout") != LAYOUT:
         return "foreign"
     return "created" if target.has_key("shard_done/zarr.json") else "creating"
+
+
+def _only_partial_writes(target: StoreTarget) -> bool:
+    if not target.is_local or not os.path.isdir(target.url):
+        return False
+    names = [name for _, _, files in os.walk(target.url) for name in files]
+    return bool(names) and all(name.endswith(".partial") for name in names)
 
 
 def mark_shard_done(group: zarr.Group, shard: int) -> None:

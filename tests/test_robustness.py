@@ -86,6 +86,57 @@ def test_sigkill_then_resume_equals_an_uninterrupted_build(
     assert not list(store.rglob("*.partial"))
 
 
+def _crashing_build(source: Path, store: Path, crash_at: int, mode: str) -> subprocess.CompletedProcess[str]:
+    """The build of tests/crash_at.py: in one process, SIGKILLed at its ``crash_at``-th store write."""
+    command = [sys.executable, "-m", "tests.crash_at", "build", str(source), str(store),
+               "--shard-size", "8", "--jobs", "1", "--quiet"]
+    env = {**os.environ, "CRASH_AT": str(crash_at), "CRASH_MODE": mode}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+
+
+@pytest.fixture(scope="module")
+def store_writes(synthetic_source: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Every store write of a build (shard size 8, one job), in order, as keys inside the store."""
+    store = tmp_path_factory.mktemp("writes") / "s.zarr"
+    done = _crashing_build(synthetic_source, store, 0, "before")
+    assert done.returncode == 0, done.stderr
+    return [os.path.relpath(line[len("write "):], store) for line in done.stderr.splitlines() if line.startswith("write ")]
+
+
+# Moments to be killed at: (the write, counted from 1, or the key of its first write; mode).
+# "mid": the write's temporary file is whole on disk but not yet renamed into place.
+CRASH_MOMENTS = {
+    "store folder made, nothing written yet": (1, "before"),
+    "first metadata file half written": (1, "mid"),
+    "arrays being created": ("label/zarr.json", "mid"),
+    "shard record being created": ("shard_done/zarr.json", "mid"),
+    "a shard half written": ("label/c/1/0/0", "mid"),
+    "a shard written, not yet recorded": ("shard_done/c/1", "before"),
+    "final metadata write": (-1, "mid"),
+}
+
+
+@pytest.mark.parametrize("moment", list(CRASH_MOMENTS))
+def test_killed_at_any_write_then_resume_equals_an_uninterrupted_build(
+    synthetic_source: Path, built_store: Path, store_writes: list[str], tmp_path: Path, moment: str
+) -> None:
+    where, mode = CRASH_MOMENTS[moment]
+    position = store_writes.index(where) + 1 if isinstance(where, str) else where % (len(store_writes) + 1)
+    store = tmp_path / "killed.zarr"
+    crashed = _crashing_build(synthetic_source, store, position, mode)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    group_file = store / "zarr.json"
+    assert not group_file.exists() or json.loads(group_file.read_text())["attributes"]["complete"] is False
+
+    result = run("build", synthetic_source, store, "--shard-size", "8", "--jobs", "1", "--resume", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert zarr.open_group(store, mode="r").attrs["complete"] is True
+    assert_same_arrays(store, built_store)
+    assert not list(store.rglob("*.partial"))
+    assert run("verify", store, "--quiet").exit_code == 0
+
+
 def test_resume_refuses_different_options_and_names_them(synthetic_source: Path, tmp_path: Path) -> None:
     store = tmp_path / "s.zarr"
     group_path = store / "zarr.json"
@@ -126,6 +177,27 @@ def test_existing_store_untouched_without_flags(synthetic_source: Path, tmp_path
     before = {p: p.read_bytes() for p in store.rglob("*") if p.is_file()}
     result = run("build", synthetic_source, store, "--quiet")
     assert result.exit_code == 1 and "already exists" in result.output
+    assert {p: p.read_bytes() for p in store.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("damage", ["not the dataset", "malformed annotation line"])
+def test_overwrite_keeps_the_old_store_when_the_source_is_unusable(
+    synthetic_source: Path, source_copy: Path, tmp_path: Path, damage: str
+) -> None:
+    store = tmp_path / "s.zarr"
+    build_store(synthetic_source, store, jobs=1, limit=2)
+    before = {p: p.read_bytes() for p in store.rglob("*") if p.is_file()}
+    if damage == "not the dataset":
+        source, complaint = tmp_path / "holiday-photos", "not a CelebAMask-HQ download"
+        source.mkdir()
+    else:
+        source, complaint = source_copy, "CelebA-HQ-to-CelebA-mapping.txt:3: orig_idx is not an integer"
+        mapping = source / "CelebA-HQ-to-CelebA-mapping.txt"
+        lines = mapping.read_text().splitlines()
+        lines[2] = "1 one 000002.jpg"
+        mapping.write_text("\n".join(lines) + "\n")
+    result = run("build", source, store, "--overwrite", "--quiet")
+    assert result.exit_code == 1 and complaint in result.output, result.output
     assert {p: p.read_bytes() for p in store.rglob("*") if p.is_file()} == before
 
 
