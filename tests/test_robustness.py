@@ -208,6 +208,11 @@ def truncated(data: bytes) -> bytes:
     return data[: len(data) // 2]
 
 
+def _without_iend(png: bytes) -> bytes:
+    assert png[-12:] == b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the closing chunk every PNG ends with
+    return png[:-12]
+
+
 def png_of_size(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("L", (width, height), 255).save(buffer, format="PNG")
@@ -225,6 +230,10 @@ CATALOGUE = {
     "jpeg that is not a jpeg": (lambda r: _replace(r / "CelebA-HQ-img/4.jpg", b"<html>not a photo</html>"), "not a JPEG"),
     "truncated jpeg": (lambda r: _replace(r / "CelebA-HQ-img/4.jpg", truncated((r / "CelebA-HQ-img/4.jpg").read_bytes())),
                        "cannot decode JPEG"),
+    "jpeg cut before its end marker": (lambda r: _replace(r / "CelebA-HQ-img/4.jpg", (r / "CelebA-HQ-img/4.jpg").read_bytes()[:-2]),
+                                       "truncated"),
+    "png cut between chunks": (lambda r: _replace(r / MASKS / "00004_skin.png", _without_iend((r / MASKS / "00004_skin.png").read_bytes())),
+                               "truncated"),
     "truncated png": (lambda r: _replace(r / MASKS / "00004_skin.png", truncated((r / MASKS / "00004_skin.png").read_bytes())),
                       "cannot decode PNG"),
     "zero-byte file": (lambda r: _replace(r / MASKS / "00004_hair.png", b""), "empty file"),
