@@ -65,6 +65,7 @@ class BuildReport:
     bytes_on_disk: int
     skipped: int = 0
     shards_built: int = 0
+    already_complete: bool = False  # a resume that found nothing to do
 
     @property
     def samples_per_second(self) -> float:
@@ -76,6 +77,7 @@ class ShardResult:
     shard: int
     samples: int
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    error: CelebaMaskError | None = None  # set when the shard could not be built; nothing recorded
 
 
 def available_cores() -> int:
@@ -111,7 +113,10 @@ def build_shard(
     """One joblib task: build every sample of the shard beginning at row ``start`` and write it.
 
     A bad sample stops the task (``fail``) or becomes an invalid row (``skip``): image zeros,
-    label the fill value, ``valid`` false, and an entry in the returned ``skipped``.
+    label the fill value, ``valid`` false, and an entry in the returned ``skipped``. A task that
+    stops returns its error rather than raising it: an exception would make joblib kill the other
+    workers mid-shard (and their processes' leftovers be reported at exit), while the coordinator
+    only needs to stop handing out shards.
     """
     size = config.size
     images = np.zeros((len(samples), size, size, 3), dtype=np.uint8)
@@ -125,10 +130,13 @@ def build_shard(
                 valid[row] = True
             except CelebaMaskError as error:
                 if on_error == "fail":
-                    raise
+                    return ShardResult(shard, len(samples), error=error)
                 result.skipped.append({"sample": sample.index, "path": error.path, "error": error.problem})
     rows = {"image": images, "label": labels, "valid": valid, **class_rows(labels, config, valid)}
-    write_shard(store, start, rows)
+    try:
+        write_shard(store, start, rows)
+    except CelebaMaskError as error:  # a full disk: no skipping that
+        return ShardResult(shard, len(samples), error=error)
     return result
 
 
@@ -198,7 +206,7 @@ def build_store(
         group = _reopen_for_resume(store, class_config, options, source_record)
         if group.attrs.get("complete"):
             return BuildReport(str(store), len(samples), -(-len(samples) // shard_size), time.perf_counter() - started,
-                               bytes_on_disk(store), skipped=len(group.attrs.get("skipped", [])))
+                               bytes_on_disk(store), skipped=len(group.attrs.get("skipped", [])), already_complete=True)
         provenance = dict(group.attrs["provenance"])
         provenance.setdefault("resumed", []).append(_now())
     else:
@@ -216,13 +224,15 @@ def build_store(
             "annotation_files": annotations.provenance(),
             "created": _now(),
         }
-        group = create_store(store, [s.index for s in samples], class_config, shard_size,
-                             {"provenance": provenance, "skipped": _index_problems(index)}, image_codec=image_codec)
-        write_annotation_arrays(group, annotations)
-        create_class_arrays(group, class_config, len(samples), shard_size)
-        create_progress_arrays(group, len(samples), shard_size)  # last: until it exists a resume starts afresh
+        with _writing(store, "the store's arrays"):
+            group = create_store(store, [s.index for s in samples], class_config, shard_size,
+                                 {"provenance": provenance, "skipped": _index_problems(index)}, image_codec=image_codec)
+            write_annotation_arrays(group, annotations)
+            create_class_arrays(group, class_config, len(samples), shard_size)
+            create_progress_arrays(group, len(samples), shard_size)  # last: until it exists a resume starts afresh
     provenance["run_options"] = {"jobs": jobs, "on_error": on_error}
-    group.update_attributes({"provenance": provenance})
+    with _writing(store, "the store's attributes"):
+        group.update_attributes({"provenance": provenance})
 
     finished = done_shards(group)
     shards = [(k, start, samples[start : start + shard_size]) for k, start in enumerate(range(0, len(samples), shard_size))]
@@ -233,19 +243,32 @@ def build_store(
     if progress:
         progress(done, len(samples))
     skipped = _merge_skips(list(group.attrs.get("skipped", [])), _index_problems(index))
+    failure: CelebaMaskError | None = None
+
+    def tasks() -> Iterator[Any]:
+        for k, start, chunk in pending:
+            if failure is not None:
+                return  # stop handing out shards; those already running finish and are kept
+            yield delayed(build_shard)(ref, chunk, class_config, store, k, start, on_error)
+
     if pending:
-        tasks = (delayed(build_shard)(ref, chunk, class_config, store, k, start, on_error) for k, start, chunk in pending)
         with _parallel_backend(backend, scheduler, dask_local, store) as cluster_jobs:
             parallel = Parallel(n_jobs=cluster_jobs or min(jobs, len(pending)), return_as="generator_unordered")
-            for result in parallel(tasks):
-                if result.skipped:
-                    skipped = _merge_skips(skipped, result.skipped)
-                    group.update_attributes({"skipped": skipped})
-                mark_shard_done(group, result.shard)  # after the data, so a crash never records a half shard
+            for result in parallel(tasks()):
+                if result.error is not None:
+                    failure = failure or result.error
+                    continue
+                with _writing(store, f"the record of shard {result.shard}"):
+                    if result.skipped:
+                        skipped = _merge_skips(skipped, result.skipped)
+                        group.update_attributes({"skipped": skipped})
+                    mark_shard_done(group, result.shard)  # after the data, so a crash never records a half shard
                 done += result.samples
                 log.debug("shard %d written (%d of %d samples)", result.shard, done, len(samples))
                 if progress:
                     progress(done, len(samples))
+    if failure is not None:
+        raise failure
 
     skipped_rows = sum(1 for entry in skipped if entry.get("sample") is not None)
     provenance.update(
@@ -261,7 +284,8 @@ def build_store(
         },
         finished=_now(),
     )
-    mark_complete(store, {"provenance": provenance, "skipped": skipped})
+    with _writing(store, "the store's attributes"):
+        mark_complete(store, {"provenance": provenance, "skipped": skipped})
     log.info("marked %s complete (%d skipped)", store, len(skipped))
     return BuildReport(str(store), len(samples), len(shards), time.perf_counter() - started, bytes_on_disk(store),
                        skipped=len(skipped), shards_built=len(pending))
@@ -293,6 +317,15 @@ def _reopen_for_resume(store: StoreTarget, config: ClassConfig, options: dict[st
     if not group.attrs.get("complete"):
         remove_partial_writes(store)
     return group
+
+
+@contextmanager
+def _writing(store: StoreTarget, what: str) -> Iterator[None]:
+    """Metadata writes that fail (a full disk, a folder gone) name the store; it stays resumable."""
+    try:
+        yield
+    except OSError as exc:
+        raise CelebaMaskError(store, f"cannot write {what}: {exc.strerror or exc}") from exc
 
 
 @contextmanager

@@ -130,7 +130,7 @@ def test_killed_at_any_write_then_resume_equals_an_uninterrupted_build(
     assert not group_file.exists() or json.loads(group_file.read_text())["attributes"]["complete"] is False
 
     result = run("build", synthetic_source, store, "--shard-size", "8", "--jobs", "1", "--resume", "--quiet")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0 and result.output.startswith("built "), result.output  # not "already complete"
     assert zarr.open_group(store, mode="r").attrs["complete"] is True
     assert_same_arrays(store, built_store)
     assert not list(store.rglob("*.partial"))
@@ -347,6 +347,57 @@ def test_disk_full_is_clear_and_resumable(synthetic_source: Path, tmp_path: Path
     resumed = run("build", synthetic_source, store, "--jobs", "1", "--shard-size", "2", "--resume", "--quiet")
     assert resumed.exit_code == 0, resumed.output
     assert_same_arrays(store, clean_build)
+
+
+@pytest.mark.parametrize("full_at", ["label/zarr.json", "shard_done/c/1", "zarr.json"])
+def test_disk_full_while_writing_metadata_is_clear_and_resumable(
+    synthetic_source: Path, built_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, full_at: str
+) -> None:
+    """The disk fills while the store's arrays are created, a shard is recorded, or it is marked complete."""
+    from zarr.storage import LocalStore
+
+    real_set = LocalStore.set
+
+    async def set_until_full(self, key, value):  # type: ignore[no-untyped-def]
+        if key == full_at and (key != "zarr.json" or b'"complete": true' in value.to_bytes()):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return await real_set(self, key, value)
+
+    monkeypatch.setattr(LocalStore, "set", set_until_full)
+    store = tmp_path / "full.zarr"
+    result = run("build", synthetic_source, store, "--jobs", "1", "--shard-size", "8", "--quiet")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {store}: cannot write ") and lines[0].endswith(
+        ": No space left on device"), result.output
+    assert json.loads((store / "zarr.json").read_text())["attributes"]["complete"] is False
+
+    monkeypatch.setattr(LocalStore, "set", real_set)
+    resumed = run("build", synthetic_source, store, "--jobs", "1", "--shard-size", "8", "--resume", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert_same_arrays(store, built_store)
+
+
+def test_a_bad_sample_met_by_parallel_workers_gives_one_line(source_copy: Path, tmp_path: Path) -> None:
+    """Two worker processes, many shards, the bad sample in a late one: the output is the error line
+    alone (no warnings from workers killed mid-shard), the shards built meanwhile are kept, and the
+    store resumes once the file is fixed."""
+    mask = source_copy / MASKS / "00016_skin.png"
+    good = mask.read_bytes()
+    mask.write_bytes(truncated(good))
+    command = [sys.executable, "-m", "pipeline.cli", "build", str(source_copy), "", "--shard-size", "2", "--jobs", "2", "--quiet"]
+    for attempt in range(3):  # what it guards against happened in about half the runs
+        store = tmp_path / f"s{attempt}.zarr"
+        command[5] = str(store)
+        failed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert failed.returncode == 1
+        assert (failed.stdout + failed.stderr).strip().splitlines() == [
+            f"error: {mask}: cannot decode PNG: file ends inside its IDAT chunk"]
+    done = np.asarray(zarr.open_group(store, mode="r")["shard_done"][:])
+    assert not done[16 // 2] and done.sum() >= 1
+    mask.write_bytes(good)
+    assert run("build", source_copy, store, "--shard-size", "2", "--jobs", "2", "--resume", "--quiet").exit_code == 0
+    assert run("verify", store, "--source", source_copy, "--samples", "24", "--quiet").exit_code == 0
 
 
 # --------------------------------------------------------------------------- verify and zip
