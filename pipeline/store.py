@@ -7,6 +7,8 @@ A worker always writes one whole shard, so no two workers ever touch the same fi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +26,7 @@ from pipeline.shards import write_whole_shard
 
 LAYOUT = "celebamask/1"  # bump when the arrays or attributes change meaning
 LABEL_ZSTD_LEVEL = 1  # label maps: level 1 is as small as 5 (3.5 KB) and 3x faster
+METADATA_DIGEST = "metadata_sha256"  # group attribute written with ``complete: true``
 
 
 def _chunk_codecs(level: int) -> dict[str, Any]:
@@ -250,9 +253,32 @@ def remove_partial_writes(path: StoreTarget | str | Path) -> int:
 
 
 def mark_complete(path: StoreTarget | str | Path, attributes: dict[str, Any]) -> None:
-    """The last write of a build: only now may readers trust every row."""
-    group = as_target(path).open_group(mode="r+")
-    group.update_attributes({**attributes, "complete": True})
+    """The last writes of a build: ``attributes``, then the metadata digest with ``complete: true``.
+    Only now may readers trust every row."""
+    target = as_target(path)
+    group = target.open_group(mode="r+")
+    group.update_attributes(attributes)
+    group.update_attributes({METADATA_DIGEST: metadata_digest(target), "complete": True})
+
+
+def metadata_digest(path: StoreTarget | str | Path, keys: Sequence[str] | None = None) -> str:
+    """sha256 of the store's metadata: every ``zarr.json`` as parsed JSON (key order and spacing do
+    not matter), leaving out the group's ``complete`` flag and this digest. Chunks carry crc32c
+    checksums; this is the metadata's, so ``verify`` finds a changed byte in any metadata file."""
+    target = as_target(path)
+    digest = hashlib.sha256()
+    for key in keys if keys is not None else target.list_keys():
+        if key != "zarr.json" and not key.endswith("/zarr.json"):
+            continue
+        try:
+            document = json.loads(target.read_key(key))
+        except ValueError as exc:  # also a byte that is not UTF-8
+            raise CelebaMaskError(f"{target}/{key}", f"metadata is not valid JSON ({exc})") from exc
+        if key == "zarr.json" and isinstance(document, dict) and isinstance(document.get("attributes"), dict):
+            document["attributes"] = {name: value for name, value in document["attributes"].items()
+                                      if name not in ("complete", METADATA_DIGEST)}
+        digest.update(f"{key}\n{json.dumps(document, sort_keys=True, separators=(',', ':'))}\n".encode())
+    return digest.hexdigest()
 
 
 def bytes_on_disk(path: StoreTarget | str | Path) -> int:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -415,6 +416,50 @@ def test_verify_passes_a_good_store_and_catches_a_flipped_byte(synthetic_source:
     bad = run("verify", store, "--quiet")
     assert bad.exit_code == 1
     assert any("image" in line and "shard 1" in line and "checksum" in line for line in bad.output.splitlines())
+
+
+def _flip(offset: Callable[[int], int]) -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        data = bytearray(path.read_bytes())
+        data[offset(len(data))] ^= 0x01
+        path.write_bytes(bytes(data))
+    return damage
+
+
+def _swap(old: bytes, new: bytes) -> Callable[[Path], None]:
+    """One byte of a metadata file changed (old and new differ in one byte, one bit)."""
+    def damage(path: Path) -> None:
+        text = path.read_bytes()
+        assert text.count(old) == 1 and len(old) == len(new) and sum(a != b for a, b in zip(old, new)) == 1
+        path.write_bytes(text.replace(old, new))
+    return damage
+
+
+VERIFY_DAMAGE = {
+    # case: (file in the store, damage, what the problem line names)
+    "byte in a label shard's index": ("label/c/1/0/0", _flip(lambda n: n - 10), "label: shard 1"),
+    "byte in an annotation array": ("attributes/c/0/0", _flip(lambda n: n // 2), "attributes"),
+    "byte in a row array": ("valid/c/1", _flip(lambda n: n // 2), "valid"),
+    "class name in the group metadata": ("zarr.json", _swap(b'"name": "hair"', b'"name": "hais"'), "metadata"),
+    "attribute name in array metadata": ("attributes/zarr.json", _swap(b'"Eyeglasses"', b'"Eyeglasres"'), "metadata"),
+    "fill value in array metadata": ("sample_id/zarr.json", _swap(b'"fill_value": -1', b'"fill_value": -0'), "metadata"),
+    "array metadata no longer JSON": ("label/zarr.json", _flip(lambda n: 0), "label/zarr.json"),
+    "a shard file lost": ("image/c/1/0/0/0", lambda path: path.unlink(), "image: 1 of 2 chunk files are missing"),
+}
+
+
+@pytest.mark.parametrize("case", list(VERIFY_DAMAGE))
+def test_verify_catches_damage_anywhere(synthetic_source: Path, tmp_path: Path, case: str) -> None:
+    store = tmp_path / "s.zarr"
+    build_store(synthetic_source, store, jobs=1, shard_size=4, limit=8)
+    assert run("verify", store, "--quiet").exit_code == 0
+    name, damage, named = VERIFY_DAMAGE[case]
+    damage(store / name)
+    result = run("verify", store, "--quiet")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1] == f"{store}: {len(lines) - 1} problem(s)" and all(line.startswith("problem: ") for line in lines[:-1])
+    assert any(named in line for line in lines[:-1]), result.output
 
 
 def test_verify_with_source_catches_a_wrong_label(synthetic_source: Path, tmp_path: Path) -> None:
