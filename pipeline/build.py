@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +25,7 @@ import numpy as np
 import zarr
 from joblib import Parallel, delayed, parallel_config
 
-from pipeline.annotations import load_annotations, write_annotation_arrays
+from pipeline.annotations import BadLines, load_annotations, write_annotation_arrays
 from pipeline.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
 from pipeline.config import LABEL_FILL, ClassConfig, load_config
 from pipeline.errors import CelebaMaskError
@@ -194,6 +194,10 @@ def build_store(
     ref = locate_source(source)
     index = index_source(ref, skip_bad=on_error == "skip")
     samples = index.samples[:limit] if limit else index.samples
+    # Parsed on resume too: in skip mode an annotation line that does not parse makes its sample invalid.
+    annotations = load_annotations(ref, index.annotations, [s.index for s in samples], skip_bad=on_error == "skip")
+    samples, annotation_problems = _mark_annotation_problems(samples, annotations.problems)
+    problems_without_row = _index_problems(index) + annotation_problems
     log.info("indexed %s: %d samples, building %d", ref.location, len(index.samples), len(samples))
     options = {"size": class_config.size, "shard_size": shard_size, "limit": limit, "image_codec": image_codec}
     source_record = {
@@ -210,7 +214,6 @@ def build_store(
         provenance = dict(group.attrs["provenance"])
         provenance.setdefault("resumed", []).append(_now())
     else:
-        annotations = load_annotations(ref, index.annotations, [s.index for s in samples])
         if replace:
             store.delete()
         provenance = {
@@ -226,7 +229,7 @@ def build_store(
         }
         with _writing(store, "the store's arrays"):
             group = create_store(store, [s.index for s in samples], class_config, shard_size,
-                                 {"provenance": provenance, "skipped": _index_problems(index)}, image_codec=image_codec)
+                                 {"provenance": provenance, "skipped": problems_without_row}, image_codec=image_codec)
             write_annotation_arrays(group, annotations)
             create_class_arrays(group, class_config, len(samples), shard_size)
             create_progress_arrays(group, len(samples), shard_size)  # last: until it exists a resume starts afresh
@@ -242,7 +245,7 @@ def build_store(
              store, class_config.name, len(pending), len(shards), jobs)
     if progress:
         progress(done, len(samples))
-    skipped = _merge_skips(list(group.attrs.get("skipped", [])), _index_problems(index))
+    skipped = _merge_skips(list(group.attrs.get("skipped", [])), problems_without_row)
     failure: CelebaMaskError | None = None
 
     def tasks() -> Iterator[Any]:
@@ -360,6 +363,21 @@ def _parallel_backend(backend: Backend, scheduler: str | None, dask_local: int |
 
 def _index_problems(index: SourceIndex) -> list[dict[str, Any]]:
     return [{"sample": None, "path": error.path, "error": error.problem} for error in index.problems]
+
+
+def _mark_annotation_problems(samples: list[Sample], problems: BadLines) -> tuple[list[Sample], list[dict[str, Any]]]:
+    """Skip mode: a sample named by an annotation line that did not parse becomes an invalid row
+    like any bad sample; a problem that names no sample being built is recorded without a row."""
+    building = {sample.index for sample in samples}
+    first: dict[int, CelebaMaskError] = {}
+    without_row = []
+    for sample_index, error in problems:
+        if sample_index in building:
+            first.setdefault(sample_index, error)
+        else:
+            without_row.append({"sample": None, "path": error.path, "error": error.problem})
+    marked = [replace(s, problem=first[s.index]) if s.problem is None and s.index in first else s for s in samples]
+    return marked, without_row
 
 
 def _merge_skips(known: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -243,6 +243,7 @@ CATALOGUE = {
     "unknown class suffix": (lambda r: _replace(r / MASKS / "00004_beard.png", png_of_size(512, 512)), "unknown class 'beard'"),
     "mask with no image": (lambda r: _delete(r / "CelebA-HQ-img/4.jpg", r / MASKS / "00004_skin.png"), "mask with no image"),
     "image with no masks": (lambda r: _delete_masks(r, 4), "image with no masks"),
+    "malformed annotation line": (lambda r: _spoil_attribute_line(r, 4), "5_o_Clock_Shadow is '2'; attribute values are 1 or -1"),
 }
 
 
@@ -254,6 +255,18 @@ def _replace(path: Path, data: bytes) -> Path:
 def _delete(path: Path, named: Path) -> Path:
     path.unlink()
     return named.parent
+
+
+def _spoil_attribute_line(root: Path, index: int) -> Path:
+    """The first attribute of ``index``.jpg becomes 2; returns 'file:line' (count and names come first)."""
+    path = root / "CelebAMask-HQ-attribute-anno.txt"
+    lines = path.read_text().splitlines()
+    line = 2 + index + 1
+    fields = lines[line - 1].split()
+    assert fields[0] == f"{index}.jpg"
+    lines[line - 1] = " ".join([fields[0], "2", *fields[2:]])
+    path.write_text("\n".join(lines) + "\n")
+    return Path(f"{path}:{line}")
 
 
 def _delete_masks(root: Path, index: int) -> Path:
