@@ -509,3 +509,14 @@ def test_zip_source_builds_the_same_store_as_the_folder(tmp_path: Path) -> None:
     assert_same_arrays(Path(from_zip.store), Path(from_folder.store))
     np.testing.assert_array_equal(open_store(from_zip.store).labels[5], reference_label(folder / "CelebAMask-HQ", 5, "default"))
     assert open_store(from_zip.store).provenance["source"]["is_zip"] is True
+
+
+def test_a_zip_cut_short_is_named_as_such(tmp_path: Path) -> None:
+    archive = generate_zip(tmp_path / "CelebAMask-HQ.zip", 2, seed=5, jobs=1)
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])  # a download that stopped
+    result = run("build", cut, tmp_path / "s.zarr", "--quiet")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [f"error: {cut}: zip archive is truncated (no central directory at "
+                                                  "its end): an incomplete download?"]
+    assert not (tmp_path / "s.zarr").exists()
