@@ -168,6 +168,7 @@ def create_whole_array(
         fill_value=fill_value,
         dimension_names=("sample", *dimension_names),
         attributes=attributes or {},
+        config={"write_empty_chunks": True},  # stored even if all fill values: verify expects every chunk
         **_chunk_codecs(LABEL_ZSTD_LEVEL),
     )
     array[...] = values

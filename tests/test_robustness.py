@@ -520,3 +520,15 @@ def test_a_zip_cut_short_is_named_as_such(tmp_path: Path) -> None:
     assert result.output.strip().splitlines() == [f"error: {cut}: zip archive is truncated (no central directory at "
                                                   "its end): an incomplete download?"]
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_verify_passes_a_store_whose_annotation_rows_are_all_skipped(source_copy: Path, tmp_path: Path) -> None:
+    """Chunks holding nothing but fill values are still stored, so verify finds every chunk file."""
+    named = _spoil_attribute_line(source_copy, 0)
+    store = tmp_path / "s.zarr"
+    assert run("build", source_copy, store, "--limit", "1", "--on-error", "skip", "--quiet").exit_code == 0
+    group = zarr.open_group(store, mode="r")
+    assert (np.asarray(group["attributes"][:]) == -1).all() and not np.asarray(group["valid"][:]).any()
+    assert [entry["path"] for entry in group.attrs["skipped"]] == [str(named)]
+    result = run("verify", store, "--quiet")
+    assert result.exit_code == 0, result.output
