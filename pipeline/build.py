@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import Any, Literal
 import zarr
 from joblib import Parallel, delayed, parallel_config
 
-from pipeline.annotations import load_annotations, write_annotation_arrays
+from pipeline.annotations import BadLines, load_annotations, write_annotation_arrays
 from pipeline.chunks import RowFiles
 from pipeline.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
 from pipeline.config import ClassConfig, load_config
@@ -35,6 +35,7 @@ from pipeline.shards import row_files
 from pipeline.source import Sample, SourceIndex, index_source, locate_source
 from pipeline.store import (
     bytes_on_disk,
+    check_target,
     create_progress_arrays,
     create_store,
     creation_state,
@@ -42,7 +43,6 @@ from pipeline.store import (
     is_store,
     mark_complete,
     mark_shard_done,
-    prepare_target,
     remove_partial_writes,
 )
 from pipeline.worker import OnError, build_shard, worker_ready
@@ -65,6 +65,7 @@ class BuildReport:
     bytes_on_disk: int
     skipped: int = 0
     shards_built: int = 0
+    already_complete: bool = False  # a resume that found nothing to do
 
     @property
     def samples_per_second(self) -> float:
@@ -129,80 +130,102 @@ def build_store(
     resuming = resume and state == "created"
     if resume and state == "foreign":
         raise CelebaMaskError(store, "exists and is not a celebamask store; cannot resume it")
-    if not resuming:
-        # A store killed while being created holds no built shard yet: resume starts it afresh.
-        prepare_target(store, overwrite or (resume and state == "creating"))
+    # A store killed while being created holds no built shard yet: resume starts it afresh. What
+    # is replaced is deleted only once the source has been indexed and its annotations parsed.
+    replace_existing = not resuming and check_target(store, overwrite or (resume and state in ("creating", "empty")))
 
     ref = locate_source(source)
     # workers import while this process indexes and creates (a resume may find nothing to do)
     warm_up = _start_workers(backend, jobs, store) if not resume else iter(())
-    index = index_source(ref, skip_bad=on_error == "skip")
-    samples = index.samples[:limit] if limit else index.samples
-    log.info("indexed %s: %d samples, building %d", ref.location, len(index.samples), len(samples))
-    options = {"size": class_config.size, "shard_size": shard_size, "limit": limit, "image_codec": image_codec}
-    source_record = {
-        "location": ref.location,
-        "root": ref.root,
-        "is_zip": ref.is_zip,
-        "fingerprint": index.fingerprint(limit),
-    }
-    if resuming:
-        group = _reopen_for_resume(store, class_config, options, source_record)
-        if group.attrs.get("complete"):
-            return BuildReport(str(store), len(samples), -(-len(samples) // shard_size), time.perf_counter() - started,
-                               bytes_on_disk(store), skipped=len(group.attrs.get("skipped", [])))
-        provenance = dict(group.attrs["provenance"])
-        provenance.setdefault("resumed", []).append(_now())
-    else:
-        annotations = load_annotations(ref, index.annotations, [s.index for s in samples])
-        provenance = {
-            "tool": "celebamask",
-            "tool_version": tool_version(),
-            "library_versions": {name: _version(name) for name in
-                                 ("zarr", "numcodecs", "numpy", "pillow", "deflate", "simplejpeg", "imagecodecs")},
-            "config": {"name": class_config.name, "path": class_config.path, "text": class_config.source_text},
-            "options": options,
-            "source": source_record,
-            "annotation_files": annotations.provenance(),
-            "created": _now(),
+    try:
+        index = index_source(ref, skip_bad=on_error == "skip")
+        samples = index.samples[:limit] if limit else index.samples
+        # Parsed on resume too: in skip mode an annotation line that does not parse makes its sample invalid.
+        annotations = load_annotations(ref, index.annotations, [s.index for s in samples], skip_bad=on_error == "skip")
+        samples, annotation_problems = _mark_annotation_problems(samples, annotations.problems)
+        problems_without_row = _index_problems(index) + annotation_problems
+        log.info("indexed %s: %d samples, building %d", ref.location, len(index.samples), len(samples))
+        options = {"size": class_config.size, "shard_size": shard_size, "limit": limit, "image_codec": image_codec}
+        source_record = {
+            "location": ref.location,
+            "root": ref.root,
+            "is_zip": ref.is_zip,
+            "fingerprint": index.fingerprint(limit),
         }
-        group = create_store(store, [s.index for s in samples], class_config, shard_size,
-                             {"provenance": provenance, "skipped": _index_problems(index)}, image_codec=image_codec)
-        write_annotation_arrays(group, annotations)
-        create_class_arrays(group, class_config, len(samples), shard_size)
-        create_progress_arrays(group, len(samples), shard_size)  # last: until it exists a resume starts afresh
-    provenance["run_options"] = {"jobs": jobs, "on_error": on_error, "backend": backend}
-    if backend == "dask":
-        provenance["run_options"].update(scheduler=scheduler, dask_local=dask_local)
-    group.update_attributes({"provenance": provenance})
+        if resuming:
+            group = _reopen_for_resume(store, class_config, options, source_record)
+            if group.attrs.get("complete"):
+                return BuildReport(str(store), len(samples), -(-len(samples) // shard_size), time.perf_counter() - started,
+                                   bytes_on_disk(store), skipped=len(group.attrs.get("skipped", [])), already_complete=True)
+            provenance = dict(group.attrs["provenance"])
+            provenance.setdefault("resumed", []).append(_now())
+        else:
+            if replace_existing:
+                store.delete()
+            provenance = {
+                "tool": "celebamask",
+                "tool_version": tool_version(),
+                "library_versions": {name: _version(name) for name in
+                                     ("zarr", "numcodecs", "numpy", "pillow", "deflate", "simplejpeg", "imagecodecs")},
+                "config": {"name": class_config.name, "path": class_config.path, "text": class_config.source_text},
+                "options": options,
+                "source": source_record,
+                "annotation_files": annotations.provenance(),
+                "created": _now(),
+            }
+            with _writing(store, "the store's arrays"):
+                group = create_store(store, [s.index for s in samples], class_config, shard_size,
+                                     {"provenance": provenance, "skipped": problems_without_row}, image_codec=image_codec)
+                write_annotation_arrays(group, annotations)
+                create_class_arrays(group, class_config, len(samples), shard_size)
+                create_progress_arrays(group, len(samples), shard_size)  # last: until it exists a resume starts afresh
+        provenance["run_options"] = {"jobs": jobs, "on_error": on_error, "backend": backend}
+        if backend == "dask":
+            provenance["run_options"].update(scheduler=scheduler, dask_local=dask_local)
+        with _writing(store, "the store's attributes"):
+            group.update_attributes({"provenance": provenance})
 
-    finished = done_shards(group)
-    shards = [(k, start, samples[start : start + shard_size]) for k, start in enumerate(range(0, len(samples), shard_size))]
-    pending = [shard for shard in shards if shard[0] not in finished]
-    done = sum(len(chunk) for k, _, chunk in shards if k in finished)
-    log.info("%s %s (config %s): %d of %d shards to build on %d jobs", "resuming" if resuming else "created",
-             store, class_config.name, len(pending), len(shards), jobs)
-    if progress:
-        progress(done, len(samples))
-    skipped = _merge_skips(list(group.attrs.get("skipped", [])), _index_problems(index))
-    for _ in warm_up:
-        pass
+        finished = done_shards(group)
+        shards = [(k, start, samples[start : start + shard_size]) for k, start in enumerate(range(0, len(samples), shard_size))]
+        pending = [shard for shard in shards if shard[0] not in finished]
+        done = sum(len(chunk) for k, _, chunk in shards if k in finished)
+        log.info("%s %s (config %s): %d of %d shards to build on %d jobs", "resuming" if resuming else "created",
+                 store, class_config.name, len(pending), len(shards), jobs)
+        if progress:
+            progress(done, len(samples))
+        skipped = _merge_skips(list(group.attrs.get("skipped", [])), problems_without_row)
+        failure: CelebaMaskError | None = None
+
+        def tasks() -> Iterator[Any]:
+            for k, start, chunk in pending:
+                if failure is not None:
+                    return  # stop handing out shards; those already running finish and are kept
+                yield delayed(build_shard)(ref, chunk, class_config, target, k, start, on_error)
+    except Exception:
+        _wait_for(warm_up)  # abandoned, joblib would warn about unused results after the error line
+        raise
+    _wait_for(warm_up)
     if pending:
         writers = _direct_writers(group)
         target = writers if writers is not None else store
-        tasks = (delayed(build_shard)(ref, chunk, class_config, target, k, start, on_error) for k, start, chunk in pending)
         with _parallel_backend(backend, scheduler, dask_local, store) as cluster_jobs:
             # all `jobs` workers, as in the warm-up: joblib then reuses the processes it started
             parallel = Parallel(n_jobs=cluster_jobs or jobs, return_as="generator_unordered")
-            for result in parallel(tasks):
-                if result.skipped:
-                    skipped = _merge_skips(skipped, result.skipped)
-                    group.update_attributes({"skipped": skipped})
-                mark_shard_done(group, result.shard)  # after the data, so a crash never records a half shard
+            for result in parallel(tasks()):
+                if result.error is not None:
+                    failure = failure or result.error
+                    continue
+                with _writing(store, f"the record of shard {result.shard}"):
+                    if result.skipped:
+                        skipped = _merge_skips(skipped, result.skipped)
+                        group.update_attributes({"skipped": skipped})
+                    mark_shard_done(group, result.shard)  # after the data, so a crash never records a half shard
                 done += result.samples
                 log.debug("shard %d written (%d of %d samples)", result.shard, done, len(samples))
                 if progress:
                     progress(done, len(samples))
+    if failure is not None:
+        raise failure
 
     skipped_rows = sum(1 for entry in skipped if entry.get("sample") is not None)
     provenance.update(
@@ -218,7 +241,8 @@ def build_store(
         },
         finished=_now(),
     )
-    mark_complete(store, {"provenance": provenance, "skipped": skipped})
+    with _writing(store, "the store's attributes"):
+        mark_complete(store, {"provenance": provenance, "skipped": skipped})
     log.info("marked %s complete (%d skipped)", store, len(skipped))
     return BuildReport(str(store), len(samples), len(shards), time.perf_counter() - started, bytes_on_disk(store),
                        skipped=len(skipped), shards_built=len(pending))
@@ -231,6 +255,11 @@ def _start_workers(backend: Backend, jobs: int, store: StoreTarget) -> Iterator[
     if backend != "local" or jobs < 2 or store.in_process_only:
         return iter(())
     return Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(worker_ready)() for _ in range(jobs))
+
+
+def _wait_for(warm_up: Iterator[Any]) -> None:
+    for _ in warm_up:
+        pass
 
 
 def _direct_writers(group: zarr.Group) -> dict[str, RowFiles] | None:
@@ -270,6 +299,15 @@ def _reopen_for_resume(store: StoreTarget, config: ClassConfig, options: dict[st
 
 
 @contextmanager
+def _writing(store: StoreTarget, what: str) -> Iterator[None]:
+    """Metadata writes that fail (a full disk, a folder gone) name the store; it stays resumable."""
+    try:
+        yield
+    except OSError as exc:
+        raise CelebaMaskError(store, f"cannot write {what}: {exc.strerror or exc}") from exc
+
+
+@contextmanager
 def _parallel_backend(backend: Backend, scheduler: str | None, dask_local: int | None,
                       store: StoreTarget) -> Iterator[int | None]:
     """Where the shard tasks run; yields a job count when the backend decides it (dask: every worker)."""
@@ -304,6 +342,21 @@ def _parallel_backend(backend: Backend, scheduler: str | None, dask_local: int |
 
 def _index_problems(index: SourceIndex) -> list[dict[str, Any]]:
     return [{"sample": None, "path": error.path, "error": error.problem} for error in index.problems]
+
+
+def _mark_annotation_problems(samples: list[Sample], problems: BadLines) -> tuple[list[Sample], list[dict[str, Any]]]:
+    """Skip mode: a sample named by an annotation line that did not parse becomes an invalid row
+    like any bad sample; a problem that names no sample being built is recorded without a row."""
+    building = {sample.index for sample in samples}
+    first: dict[int, CelebaMaskError] = {}
+    without_row = []
+    for sample_index, error in problems:
+        if sample_index in building:
+            first.setdefault(sample_index, error)
+        else:
+            without_row.append({"sample": None, "path": error.path, "error": error.problem})
+    marked = [replace(s, problem=first[s.index]) if s.problem is None and s.index in first else s for s in samples]
+    return marked, without_row
 
 
 def _merge_skips(known: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:

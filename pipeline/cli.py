@@ -140,10 +140,14 @@ def build(source: Path, store: str, config: str, jobs: int | None, limit: int | 
                              storage_options=parse_storage_options(storage_option),
                              backend="dask" if dask_local or scheduler else backend,  # type: ignore[arg-type]
                              scheduler=scheduler, dask_local=dask_local, image_codec=image_codec)
+    except BaseException:
+        if bar is not None:
+            bar.leave = False  # the error line takes its place
+        raise
     finally:
         if bar is not None:
             bar.close()
-    if resume and report.shards_built == 0:
+    if report.already_complete:
         click.echo(f"{report.store} is already complete: {report.samples} samples, nothing to do")
         return
     skipped = f", {report.skipped} skipped (see `celebamask info`)" if report.skipped else ""

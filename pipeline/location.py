@@ -67,6 +67,26 @@ class StoreTarget:
             return os.path.isdir(self.url) and not os.listdir(self.url)
         return not self.exists()
 
+    def list_keys(self) -> list[str]:
+        """Every key (file) in the store, sorted."""
+        store = self.zarr_store(read_only=True)
+
+        async def collect() -> list[str]:
+            return [key async for key in store.list()]
+
+        return sorted(sync(collect()))
+
+    def read_key(self, key: str) -> bytes:
+        if self.is_local:
+            with open(os.path.join(self.url, key), "rb") as handle:
+                return handle.read()
+        from zarr.core.buffer import default_buffer_prototype
+
+        buffer = sync(self.zarr_store(read_only=True).get(key, prototype=default_buffer_prototype()))
+        if buffer is None:
+            raise FileNotFoundError(f"{self.url}/{key}")
+        return buffer.to_bytes()
+
     def has_key(self, key: str) -> bool:
         if self.is_local:
             return os.path.isfile(os.path.join(self.url, key))

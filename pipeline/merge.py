@@ -212,9 +212,11 @@ def _unavg_row(row: np.ndarray, above: np.ndarray) -> None:
 
 
 def _png_header_and_data(data: bytes, path: str) -> tuple[tuple[int, ...], bytes]:
-    """The IHDR fields and the concatenated IDAT payload, with both chunks' CRCs checked."""
+    """The IHDR fields and the concatenated IDAT payload, with both chunks' CRCs checked and the
+    closing IEND chunk present (a file cut between chunks is still truncated)."""
     header: tuple[int, ...] | None = None
     parts: list[bytes] = []
+    ended = False
     position = len(PNG_SIGNATURE)
     while position + 8 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, position)
@@ -230,12 +232,15 @@ def _png_header_and_data(data: bytes, path: str) -> tuple[tuple[int, ...], bytes
             elif kind == b"IDAT":
                 parts.append(body)
         elif kind == b"IEND":
+            ended = True
             break
         position = end
     if header is None:
         raise CelebaMaskError(path, "cannot decode PNG: no valid IHDR header chunk")
     if not parts:
         raise CelebaMaskError(path, "cannot decode PNG: no image data (IDAT)")
+    if not ended:
+        raise CelebaMaskError(path, "cannot decode PNG: file ends before its IEND chunk (truncated)")
     return header, b"".join(parts)
 
 

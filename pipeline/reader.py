@@ -14,6 +14,7 @@ from pipeline.errors import CelebaMaskError
 from pipeline.location import as_target
 from pipeline.queries import AnnotationQueries
 from pipeline.shards import RowReader, read_rows
+from pipeline.store import creation_state
 
 
 class CelebAMaskStore(AnnotationQueries):
@@ -126,10 +127,14 @@ def open_store(
     ``storage_options`` (credentials otherwise come from the usual environment variables).
     """
     location = os.fspath(path)
+    target = as_target(location, storage_options)
     try:
-        group = as_target(location, storage_options).open_group(mode="r")
+        group = target.open_group(mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError,
             zarr.errors.ContainsArrayError) as exc:  # the last: pointed at an array, e.g. STORE/label
+        if creation_state(target) == "creating":  # killed before its first metadata file was whole
+            raise CelebaMaskError(location, "store is incomplete (the build stopped while creating it); "
+                                            "build it again") from exc
         raise CelebaMaskError(location, f"not a celebamask store ({exc})") from exc
     if "classes" not in group.attrs:
         if group.attrs.get("complete") is False:  # a build killed while it was creating the store

@@ -19,6 +19,9 @@ from PIL import Image, UnidentifiedImageError
 from pipeline.config import MASK_SIZE
 from pipeline.errors import CelebaMaskError
 
+# libjpeg's warnings about missing or damaged data (simplejpeg raises them with strict=True)
+_LIBJPEG_DAMAGE_WARNINGS = ("Premature end of JPEG file", "Corrupt JPEG data")
+
 try:
     import simplejpeg
 except ImportError:  # pragma: no cover - simplejpeg is a dependency, this is a safety net
@@ -29,7 +32,7 @@ def decode_image(data: bytes, path: str, size: int) -> np.ndarray:
     """Return the image as a (size, size, 3) uint8 array; raise naming ``path`` if it is unusable."""
     if not data:
         raise CelebaMaskError(path, "empty file (0 bytes)")
-    reduced = decode_jpeg_reduced(data, size)
+    reduced = decode_jpeg_reduced(data, size, path)
     if reduced is not None:
         if reduced.shape[:2] == (size, size):
             return reduced
@@ -37,9 +40,13 @@ def decode_image(data: bytes, path: str, size: int) -> np.ndarray:
     return _decode_image_with_pillow(data, path, size)
 
 
-def decode_jpeg_reduced(data: bytes, size: int) -> np.ndarray | None:
+def decode_jpeg_reduced(data: bytes, size: int, path: str = "JPEG data") -> np.ndarray | None:
     """The square JPEG decoded by libjpeg-turbo at the smallest scale n/8 still ≥ ``size`` (for
-    1024 → 512 what Pillow's ``draft`` gives); None if simplejpeg is missing or declines the data."""
+    1024 → 512 what Pillow's ``draft`` gives); None if simplejpeg is missing or declines the data.
+
+    A truncated or damaged JPEG raises naming ``path``: libjpeg only warns about it (and fills
+    what is missing with grey), so Pillow, which ignores the warnings, could decode it silently.
+    """
     if simplejpeg is None:
         return None
     try:
@@ -47,7 +54,9 @@ def decode_jpeg_reduced(data: bytes, size: int) -> np.ndarray | None:
         if width != height or width < size:
             return None  # Pillow's path reports it
         return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=size, min_width=size, strict=True)
-    except ValueError:
+    except ValueError as exc:
+        if str(exc).startswith(_LIBJPEG_DAMAGE_WARNINGS):
+            raise CelebaMaskError(path, f"cannot decode JPEG: truncated or damaged ({exc})") from exc
         return None
 
 

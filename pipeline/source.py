@@ -172,6 +172,10 @@ def locate_source(path: str | Path) -> SourceRef:
     looked_for = f"{IMAGE_DIR}/ and {MASK_DIR}/ in it, in {DATASET_DIR}/ and in {DATASET_DIR}/{DATASET_DIR}/"
     if os.path.isfile(location):
         if not zipfile.is_zipfile(location):
+            with open(location, "rb") as handle:
+                if handle.read(4) == b"PK\x03\x04":  # a zip's first member, but no directory at the end
+                    raise CelebaMaskError(location, "zip archive is truncated (no central directory at its end): "
+                                                    "an incomplete download?")
             raise CelebaMaskError(location, "source is a file but not a zip archive")
         with zipfile.ZipFile(location) as archive:
             dirs = {str(PurePosixPath(n).parent) for n in archive.namelist()}

@@ -7,6 +7,8 @@ A worker always writes one whole shard, so no two workers ever touch the same fi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +27,7 @@ from pipeline.shards import row_files
 
 LAYOUT = "celebamask/1"  # bump when the arrays or attributes change meaning
 LABEL_ZSTD_LEVEL = 1  # label maps: level 1 is as small as 5 (3.5 KB) and 3x faster
+METADATA_DIGEST = "metadata_sha256"  # group attribute written with ``complete: true``
 
 
 def _chunk_codecs(level: int) -> dict[str, Any]:
@@ -36,8 +39,11 @@ def is_store(path: StoreTarget | str | Path) -> bool:
     return as_target(path).has_key("zarr.json")
 
 
-def prepare_target(path: StoreTarget | str | Path, overwrite: bool) -> None:
-    """Refuse to touch an existing path unless asked; never delete something that is not a store."""
+def check_target(path: StoreTarget | str | Path, overwrite: bool) -> bool:
+    """Refuse to touch an existing path unless asked; never replace something that is not a store.
+
+    Touches nothing: returns True when something is there that must be deleted before the store
+    is created (the caller deletes it only once it knows the build can start)."""
     target = as_target(path)
     if not target.exists():
         if target.is_local:
@@ -46,14 +52,14 @@ def prepare_target(path: StoreTarget | str | Path, overwrite: bool) -> None:
                 raise CelebaMaskError(target, f"cannot create store: parent folder {parent} does not exist")
             if not os.access(parent, os.W_OK):
                 raise CelebaMaskError(target, f"cannot create store: parent folder {parent} is not writable")
-        return
+        return False
     if not overwrite:
         raise CelebaMaskError(target, "already exists; pass --overwrite to replace it")
     if target.is_empty_folder():
-        return
-    if not is_store(target):
+        return False
+    if not is_store(target) and creation_state(target) != "creating":
         raise CelebaMaskError(target, "exists and is not a Zarr store; refusing to overwrite it")
-    target.delete()
+    return True
 
 
 def create_store(
@@ -163,6 +169,7 @@ def create_whole_array(
         fill_value=fill_value,
         dimension_names=("sample", *dimension_names),
         attributes=attributes or {},
+        config={"write_empty_chunks": True},  # stored even if all fill values: verify expects every chunk
         **_chunk_codecs(LABEL_ZSTD_LEVEL),
     )
     array[...] = values
@@ -202,14 +209,16 @@ def create_progress_arrays(group: zarr.Group, count: int, shard_size: int) -> No
 
 def creation_state(path: StoreTarget | str | Path) -> str:
     """``absent``, ``empty`` (a folder with nothing in it), ``creating`` (our store, killed before its
-    shard record existed, so nothing was built yet), ``created``, or ``foreign`` (anything else)."""
+    shard record existed, so nothing was built yet; or a folder holding only the temporaries of
+    its first metadata write), ``created``, or ``foreign`` (anything else)."""
     target = as_target(path)
     if not target.exists():
         return "absent"
     if target.is_empty_folder():
         return "empty"
     if not is_store(target):
-        return "foreign"
+        # Killed before the first metadata file was whole: nothing but writers' temporaries.
+        return "creating" if _only_partial_writes(target) else "foreign"
     try:
         group = target.open_group(mode="r")
     except Exception:  # noqa: BLE001 - an unreadable group is not one we made
@@ -217,6 +226,13 @@ def creation_state(path: StoreTarget | str | Path) -> str:
     if group.attrs.get("layout") != LAYOUT:
         return "foreign"
     return "created" if target.has_key("shard_done/zarr.json") else "creating"
+
+
+def _only_partial_writes(target: StoreTarget) -> bool:
+    if not target.is_local or not os.path.isdir(target.url):
+        return False
+    names = [name for _, _, files in os.walk(target.url) for name in files]
+    return bool(names) and all(name.endswith(".partial") for name in names)
 
 
 def mark_shard_done(group: zarr.Group, shard: int) -> None:
@@ -242,9 +258,32 @@ def remove_partial_writes(path: StoreTarget | str | Path) -> int:
 
 
 def mark_complete(path: StoreTarget | str | Path, attributes: dict[str, Any]) -> None:
-    """The last write of a build: only now may readers trust every row."""
-    group = as_target(path).open_group(mode="r+")
-    group.update_attributes({**attributes, "complete": True})
+    """The last writes of a build: ``attributes``, then the metadata digest with ``complete: true``.
+    Only now may readers trust every row."""
+    target = as_target(path)
+    group = target.open_group(mode="r+")
+    group.update_attributes(attributes)
+    group.update_attributes({METADATA_DIGEST: metadata_digest(target), "complete": True})
+
+
+def metadata_digest(path: StoreTarget | str | Path, keys: Sequence[str] | None = None) -> str:
+    """sha256 of the store's metadata: every ``zarr.json`` as parsed JSON (key order and spacing do
+    not matter), leaving out the group's ``complete`` flag and this digest. Chunks carry crc32c
+    checksums; this is the metadata's, so ``verify`` finds a changed byte in any metadata file."""
+    target = as_target(path)
+    digest = hashlib.sha256()
+    for key in keys if keys is not None else target.list_keys():
+        if key != "zarr.json" and not key.endswith("/zarr.json"):
+            continue
+        try:
+            document = json.loads(target.read_key(key))
+        except ValueError as exc:  # also a byte that is not UTF-8
+            raise CelebaMaskError(f"{target}/{key}", f"metadata is not valid JSON ({exc})") from exc
+        if key == "zarr.json" and isinstance(document, dict) and isinstance(document.get("attributes"), dict):
+            document["attributes"] = {name: value for name, value in document["attributes"].items()
+                                      if name not in ("complete", METADATA_DIGEST)}
+        digest.update(f"{key}\n{json.dumps(document, sort_keys=True, separators=(',', ':'))}\n".encode())
+    return digest.hexdigest()
 
 
 def bytes_on_disk(path: StoreTarget | str | Path) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import tomllib
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ import numpy as np
 
 from pipeline.config import LABEL_FILL, parse_config
 from pipeline.errors import CelebaMaskError
-from pipeline.location import as_target
+from pipeline.location import StoreTarget, as_target
 from pipeline.source import index_source, locate_source
+from pipeline.store import METADATA_DIGEST, metadata_digest
 from pipeline.worker import build_sample
 
 REQUIRED_ATTRIBUTES = ("layout", "classes", "paint_order", "background", "size", "shard_size", "provenance")
@@ -38,8 +40,9 @@ def verify_store(
 ) -> list[str]:
     """Return one line per problem found (empty when the store is sound)."""
     location = os.fspath(path)
+    target = as_target(location, storage_options)
     try:
-        group = as_target(location, storage_options).open_group(mode="r")
+        group = target.open_group(mode="r")
     except Exception as exc:  # noqa: BLE001 - any failure to open is the finding
         return [f"{location}: cannot open as a Zarr group: {exc}"]
     problems: list[str] = []
@@ -49,13 +52,20 @@ def verify_store(
         return [f"{location}: missing group attributes: {', '.join(missing)}"]
     if attrs.get("complete") is not True:
         problems.append(f"{location}: store is not complete (the build did not finish; resume it with --resume)")
-    for name in ("image", "label", "sample_id", "valid", "shard_done"):
-        if name not in group:
-            problems.append(f"{location}/{name}: array is missing")
-    if problems and any("missing" in p for p in problems):
-        return problems
+    keys = target.list_keys()
+    problems += _check_metadata(location, target, attrs, keys)
+    try:
+        with warnings.catch_warnings():  # zarr warns of nodes it cannot read; they are reported here
+            warnings.simplefilter("ignore")
+            arrays: dict[str, Any] = dict(group.arrays())
+    except Exception as exc:  # noqa: BLE001 - damaged array metadata is the finding
+        return problems + [f"{location}: cannot read the arrays' metadata ({type(exc).__name__}: {exc})"]
+    absent = [name for name in ("image", "label", "sample_id", "valid", "shard_done") if name not in arrays]
+    if absent:
+        return problems + [f"{location}/{name}: array is missing" for name in absent]
+    if attrs.get("complete") is True:  # an unfinished build has not written them all yet
+        problems += _check_chunks_stored(location, arrays, set(keys))
 
-    arrays: dict[str, Any] = dict(group.arrays())
     count, size, shard_size = arrays["image"].shape[0], int(attrs["size"]), int(attrs["shard_size"])
     problems += _check_shapes(location, arrays, count, size)
     class_ids = np.array(sorted(int(c["id"]) for c in attrs["classes"]))
@@ -84,7 +94,7 @@ def verify_store(
             valid_total += int(valid.sum())
             problems += _check_labels(location, labels, valid, class_ids, rows.start, ids)
             problems += _check_class_counts(location, blocks, labels, valid, rows.start)
-            if ids is not None:
+            if ids is not None and (done is None or done[start // shard_size]):  # unbuilt rows read invalid
                 invalid_ids = {int(i) for i in ids[rows][~valid]}
                 if invalid_ids - skipped_rows:
                     problems.append(f"{location}/valid: {shard_name}: rows of samples {sorted(invalid_ids - skipped_rows)} "
@@ -96,6 +106,38 @@ def verify_store(
 
     if source is not None and samples > 0 and ids is not None:
         problems += _compare_with_source(location, attrs, arrays, ids, source, samples, seed)
+    return problems
+
+
+def _check_metadata(location: str, target: StoreTarget, attrs: dict[str, Any], keys: list[str]) -> list[str]:
+    """Every zarr.json as the build left it: the digest recorded with ``complete: true``."""
+    if attrs.get("complete") is not True:
+        return []  # recorded when the build completes
+    recorded = attrs.get(METADATA_DIGEST)
+    if recorded is None:
+        return [f"{location}: records no metadata checksum ({METADATA_DIGEST}), so its metadata cannot be "
+                "checked (built by an older celebamask, or the attribute was damaged)"]
+    try:
+        actual = metadata_digest(target, keys)
+    except CelebaMaskError as error:
+        return [str(error)]
+    if actual != recorded:
+        return [f"{location}: metadata (its zarr.json files) differ from what the build recorded: "
+                "damaged, or edited after the build"]
+    return []
+
+
+def _check_chunks_stored(location: str, arrays: dict[str, Any], keys: set[str]) -> list[str]:
+    """Every chunk (shard) file of every array is there: a lost one would read as fill values."""
+    problems = []
+    for name, array in sorted(arrays.items()):
+        grid = array.metadata.chunk_grid.chunk_shape  # the shard shape of a sharded array
+        expected = [f"{array.path}/{array.metadata.encode_chunk_key(coords)}"
+                    for coords in np.ndindex(*(-(-n // c) for n, c in zip(array.shape, grid)))]
+        lost = [key for key in expected if key not in keys]
+        if lost:
+            shown = ", ".join(lost[:3]) + (", …" if len(lost) > 3 else "")
+            problems.append(f"{location}/{name}: {len(lost)} of {len(expected)} chunk files are missing ({shown})")
     return problems
 
 

@@ -33,6 +33,7 @@ class ShardResult:
     shard: int
     samples: int
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    error: CelebaMaskError | None = None  # set when the shard could not be built; nothing recorded
 
 
 def worker_ready() -> int:
@@ -64,7 +65,9 @@ def build_shard(
     ``store`` is either the arrays' file descriptions (a local store: written directly) or the
     store itself (written through zarr). A bad sample stops the task (``fail``) or becomes an
     invalid row (``skip``): image zeros, label the fill value, ``valid`` false, and an entry in
-    the returned ``skipped``.
+    the returned ``skipped``. A task that stops returns its error rather than raising it: an
+    exception would make joblib kill the other workers mid-shard (and their processes' leftovers
+    be reported at exit), while the coordinator only needs to stop handing out shards.
     """
     size = config.size
     images = np.zeros((len(samples), size, size, 3), dtype=np.uint8)
@@ -78,9 +81,17 @@ def build_shard(
                 valid[row] = True
             except CelebaMaskError as error:
                 if on_error == "fail":
-                    raise
+                    return ShardResult(shard, len(samples), error=error)
                 result.skipped.append({"sample": sample.index, "path": error.path, "error": error.problem})
     rows = {"image": images, "label": labels, "valid": valid, **class_rows(labels, config, valid)}
+    try:
+        _write_rows(store, start, rows)
+    except CelebaMaskError as error:  # a full disk: no skipping that
+        return ShardResult(shard, len(samples), error=error)
+    return result
+
+
+def _write_rows(store: StoreTarget | Mapping[str, RowFiles], start: int, rows: dict[str, np.ndarray]) -> None:
     if isinstance(store, Mapping) and set(rows) <= set(store):
         try:
             for name, values in rows.items():
@@ -92,7 +103,6 @@ def build_shard(
         from pipeline.store import write_shard
 
         write_shard(store, start, rows)  # type: ignore[arg-type]
-    return result
 
 
 def class_rows(labels: np.ndarray, config: ClassConfig, valid: np.ndarray) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ import zarr
 from click.testing import CliRunner
 
 from pipeline import open_store
-from pipeline.annotations import load_annotations, parse_attributes, parse_mapping, parse_poses
+from pipeline.annotations import load_annotations, parse_attributes, parse_mapping, parse_poses, split_of
 from pipeline.build import build_store
 from pipeline.cli import main
 from pipeline.errors import CelebaMaskError
@@ -120,6 +120,43 @@ def test_malformed_lines_are_reported_with_their_number(parse, text: bytes, line
         parse(text, "ann.txt")
     assert caught.value.path == f"ann.txt:{line}"
     assert problem in caught.value.problem
+    # skipping bad lines (--on-error skip): the same error is kept, with the sample the line names;
+    # a file whose header does not parse still raises (load_annotations then leaves it out)
+    bad: list = []
+    if "column names" in problem:
+        with pytest.raises(CelebaMaskError, match="column names"):
+            parse(text, "ann.txt", bad)
+        return
+    parse(text, "ann.txt", bad)
+    [(sample, error)] = bad
+    assert error.path == f"ann.txt:{line}" and problem in error.problem
+    fields = text.decode().splitlines()[line - 1].split()
+    assert sample == (None if line == 1 or not fields[0].split(".")[0].isdigit() else int(fields[0].split(".")[0]))
+
+
+def test_skipping_bad_lines_fills_their_rows_and_names_their_samples(source_copy: Path) -> None:
+    lines = (source_copy / ATTRIBUTES).read_text().splitlines()
+    assert lines[2 + 3].startswith("3.jpg ") and lines[2 + 5].startswith("5.jpg ")
+    lines[2 + 3] = " ".join([lines[2 + 3].split()[0], "yes", *lines[2 + 3].split()[2:]])
+    lines[2 + 5] = "five.jpg" + lines[2 + 5][len("5.jpg"):]
+    (source_copy / ATTRIBUTES).write_text("\n".join(lines) + "\n")
+    mapping = (source_copy / MAPPING).read_text().splitlines()
+    assert mapping[1 + 7].split()[0] == "7"
+    mapping[1 + 7] = "7 seven " + mapping[1 + 7].split()[2]
+    (source_copy / MAPPING).write_text("\n".join(mapping) + "\n")
+    ref = locate_source(source_copy)
+    index = index_source(ref)
+    loaded = load_annotations(ref, index.annotations, [s.index for s in index.samples], skip_bad=True)
+    where, mapping_file = str(source_copy / ATTRIBUTES), str(source_copy / MAPPING)
+    found = {(sample, error.path) for sample, error in loaded.problems}
+    # 5: its line named no sample, so it has no row; the line itself is kept without a sample
+    assert found == {(3, f"{where}:6"), (None, f"{where}:8"), (5, where), (7, f"{mapping_file}:9")}
+    assert loaded.attributes is not None
+    assert (loaded.attributes[[3, 5]] == -1).all() and set(np.unique(np.delete(loaded.attributes, [3, 5], 0))) == {0, 1}
+    assert loaded.celeba_index is not None and loaded.split is not None and loaded.celeba_file is not None
+    assert loaded.celeba_index[7] == -1 and loaded.split[7] == 255 and loaded.celeba_file[7] == ""
+    others = np.arange(SOURCE_COUNT) != 7
+    assert (loaded.split[others] == split_of(loaded.celeba_index[others])).all() and (loaded.celeba_index[others] >= 0).all()
 
 
 def test_rows_are_matched_by_image_index_not_position() -> None:

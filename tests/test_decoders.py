@@ -204,3 +204,19 @@ def test_without_simplejpeg_pillow_decodes_the_same(monkeypatch: pytest.MonkeyPa
     fast = decode_image(data, "3.jpg", 512)
     monkeypatch.setattr(resize, "simplejpeg", None)
     np.testing.assert_array_equal(decode_image(data, "3.jpg", 512), fast)
+
+
+@pytest.mark.parametrize("optimized", [False, True])
+def test_a_jpeg_missing_only_its_end_is_reported(synthetic_source: Path, optimized: bool) -> None:
+    """libjpeg decodes a JPEG cut inside its last bytes with a warning only, and Pillow then decodes
+    some of them without a word (which ones depends on the bits of the last scan): every image of
+    the source, cut by one or two bytes, must be refused."""
+    for path in sorted((synthetic_source / "CelebA-HQ-img").glob("*.jpg")):
+        data = path.read_bytes()
+        if optimized:  # optimised Huffman tables, as many encoders write them
+            buffer = io.BytesIO()
+            Image.open(path).save(buffer, format="JPEG", quality=95, optimize=True)
+            data = buffer.getvalue()
+        for cut in (1, 2):
+            with pytest.raises(CelebaMaskError, match="cannot decode JPEG"):
+                decode_image(data[:-cut], path.name, 512)

@@ -24,3 +24,15 @@ def test_half_created_store_is_reported_incomplete(built_store: Path, tmp_path: 
         open_store(store)
     with pytest.raises(CelebaMaskError, match="incomplete"):
         open_store(store, allow_incomplete=True)  # nothing to read yet: still a clear error
+
+
+def test_store_killed_before_its_first_metadata_file_is_reported_incomplete(tmp_path: Path) -> None:
+    store = tmp_path / "first.zarr"
+    store.mkdir()
+    (store / "zarr.json.3f2a.partial").write_text('{"zarr_format": 3, "node_type": "gro')  # the temporary, cut
+    for allow in (False, True):
+        with pytest.raises(CelebaMaskError, match="incomplete"):
+            open_store(store, allow_incomplete=allow)
+    (store / "zarr.json.3f2a.partial").rename(store / "notes.txt")
+    with pytest.raises(CelebaMaskError, match="not a celebamask store"):
+        open_store(store)
