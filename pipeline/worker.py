@@ -8,6 +8,7 @@ about a third of the time (zarr's import alone costs more than numpy's). Only a 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,14 @@ class ShardResult:
     samples: int
     skipped: list[dict[str, Any]] = field(default_factory=list)
     error: CelebaMaskError | None = None  # set when the shard could not be built; nothing recorded
+
+
+def _one_thread_per_worker() -> None:
+    """Worker processes already use every core: blosc's own threads would only compete with them."""
+    if multiprocessing.current_process().name != "MainProcess":
+        import numcodecs.blosc
+
+        numcodecs.blosc.use_threads = False
 
 
 def worker_ready() -> int:
@@ -69,6 +78,7 @@ def build_shard(
     exception would make joblib kill the other workers mid-shard (and their processes' leftovers
     be reported at exit), while the coordinator only needs to stop handing out shards.
     """
+    _one_thread_per_worker()
     size = config.size
     images = np.zeros((len(samples), size, size, 3), dtype=np.uint8)
     labels = np.full((len(samples), size, size), LABEL_FILL, dtype=np.uint8)
