@@ -135,11 +135,13 @@ def build_store(
     replace_existing = not resuming and check_target(store, overwrite or (resume and state in ("creating", "empty")))
 
     ref = locate_source(source)
-    # workers import while this process indexes and creates (a resume may find nothing to do)
-    warm_up = _start_workers(backend, jobs, store) if not resume else iter(())
+    index = index_source(ref, skip_bad=on_error == "skip")
+    samples = index.samples[:limit] if limit else index.samples
+    workers = max(1, min(jobs, -(-len(samples) // shard_size)))  # never more processes than shards
+    # workers import while this process parses annotations and creates the store (not on a
+    # resume, which may find little or nothing to do)
+    warm_up = _start_workers(backend, workers, store) if not resume else iter(())
     try:
-        index = index_source(ref, skip_bad=on_error == "skip")
-        samples = index.samples[:limit] if limit else index.samples
         # Parsed on resume too: in skip mode an annotation line that does not parse makes its sample invalid.
         annotations = load_annotations(ref, index.annotations, [s.index for s in samples], skip_bad=on_error == "skip")
         samples, annotation_problems = _mark_annotation_problems(samples, annotations.problems)
@@ -209,8 +211,8 @@ def build_store(
         writers = _direct_writers(group)
         target = writers if writers is not None else store
         with _parallel_backend(backend, scheduler, dask_local, store) as cluster_jobs:
-            # all `jobs` workers, as in the warm-up: joblib then reuses the processes it started
-            parallel = Parallel(n_jobs=cluster_jobs or jobs, return_as="generator_unordered")
+            # as many workers as the warm-up started (all shards are pending): joblib reuses them
+            parallel = Parallel(n_jobs=cluster_jobs or min(workers, len(pending)), return_as="generator_unordered")
             for result in parallel(tasks()):
                 if result.error is not None:
                     failure = failure or result.error
