@@ -188,7 +188,7 @@ def verify(store: str, source: Path | None, samples: int, seed: int, storage_opt
     if problems:
         click.echo(f"{store}: {len(problems)} problem(s)")
         sys.exit(1)
-    compared = f", {samples} samples match the source" if source is not None and samples else ""
+    compared = f", {samples} random valid samples (or all, if fewer) match the source" if source is not None and samples else ""
     click.echo(f"{store}: ok (complete, every shard intact{compared})")
 
 

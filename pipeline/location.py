@@ -114,7 +114,7 @@ def as_target(location: StoreTarget | str | Path, storage_options: dict[str, Any
     if text.startswith("file://"):
         text = text[len("file://"):]
     if "://" not in text:
-        return StoreTarget(os.path.abspath(text))
+        return StoreTarget(os.path.abspath(os.path.expanduser(text)))
     return StoreTarget(text, dict(storage_options or {}))
 
 

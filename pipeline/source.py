@@ -166,7 +166,7 @@ class ZipFiles(SourceFiles):
 
 def locate_source(path: str | Path) -> SourceRef:
     """Accept the dataset root, its parent, a once-nested copy, or the downloaded .zip."""
-    location = os.path.abspath(os.fspath(path))
+    location = os.path.abspath(os.path.expanduser(os.fspath(path)))
     if not os.path.exists(location):
         raise CelebaMaskError(location, "source does not exist")
     looked_for = f"{IMAGE_DIR}/ and {MASK_DIR}/ in it, in {DATASET_DIR}/ and in {DATASET_DIR}/{DATASET_DIR}/"

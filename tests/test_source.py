@@ -90,3 +90,12 @@ def test_a_folder_that_is_not_the_dataset_says_what_was_looked_for(tmp_path: Pat
         locate_source(tmp_path)
     with pytest.raises(CelebaMaskError, match="does not exist"):
         locate_source(tmp_path / "missing")
+
+
+def test_a_home_relative_path_is_expanded(synthetic_source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Python API, like a shell, reads ``~/…`` as the home folder (source and store alike)."""
+    from pipeline.location import as_target
+
+    monkeypatch.setenv("HOME", str(synthetic_source.parent))
+    assert locate_source(f"~/{synthetic_source.name}").location == str(synthetic_source)
+    assert as_target("~/store.zarr").url == str(synthetic_source.parent / "store.zarr")
