@@ -45,15 +45,13 @@ from pipeline.store import (
     mark_shard_done,
     remove_partial_writes,
 )
-from pipeline.worker import OnError, build_shard, worker_ready
+from pipeline.worker import ROW_ARRAYS, OnError, build_shard, worker_ready
 
 DEFAULT_SHARD_SIZE = 64
 log = logging.getLogger(__name__)
 Backend = Literal["local", "dask"]
 # Options that change the arrays: a resume must use the same ones.
 RESUME_MUST_MATCH = ("size", "shard_size", "limit", "image_codec")
-# The arrays a shard task writes its rows of.
-WORKER_ARRAYS = ("image", "label", "valid", "class_present", "class_area")
 
 
 @dataclass(frozen=True)
@@ -266,7 +264,7 @@ def _wait_for(warm_up: Iterator[Any]) -> None:
 
 def _direct_writers(group: zarr.Group) -> dict[str, RowFiles] | None:
     """How workers write every array they fill without zarr (a local store), or None (through zarr)."""
-    writers = {name: row_files(group[name]) for name in WORKER_ARRAYS}  # type: ignore[arg-type]
+    writers = {name: row_files(group[name]) for name in ROW_ARRAYS}  # type: ignore[arg-type]
     if any(files is None for files in writers.values()):
         return None
     return writers  # type: ignore[return-value]

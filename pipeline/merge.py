@@ -123,7 +123,7 @@ def _unfilter(filters: np.ndarray, filtered: np.ndarray) -> np.ndarray | None:
         if kind == _UP:
             if first:
                 pixels[first] += pixels[first - 1]
-            _running_sum_down(pixels[first : last + 1])
+            running_sum_down(pixels[first : last + 1], axis=0)
             continue
         above = pixels[first - 1] if first else np.zeros_like(pixels[0])
         undo_row = _unpaeth_row if kind == _PAETH else _unavg_row
@@ -141,11 +141,6 @@ def _running_sum_along_x(rows: np.ndarray) -> None:
             rows[...] = flat.reshape(rows.shape)
     else:
         running_sum_down(rows, axis=1)  # channels interleave: sum whole pixels
-
-
-def _running_sum_down(rows: np.ndarray) -> None:
-    """In place, the running sum modulo 256 down the rows of a block."""
-    running_sum_down(rows, axis=0)
 
 
 _MAX_AVG_ROWS = 48  # Avg row-channels undone byte by byte before Pillow is the faster way

@@ -26,15 +26,6 @@ from pipeline.chunks import SUPPORTED_CODECS, Chain, RowFiles
 from pipeline.errors import CelebaMaskError
 
 
-def chunk_chain(array: zarr.Array) -> Chain | None:
-    """The array's inner codecs if it is a sharded uint8 array of a local store with a chain
-    handled here, else None."""
-    files = row_files(array)
-    if files is None or not files.sharded or files.chain.dtype != np.uint8:
-        return None
-    return files.chain
-
-
 def row_files(array: zarr.Array) -> RowFiles | None:
     """How a worker writes ``array``'s files directly: a local store, one row-major chunk per file
     (sharded: one row per chunk and one shard per file), codecs handled by chunks.py; else None."""
@@ -90,27 +81,24 @@ def _decode_pool() -> ThreadPoolExecutor:
     return _POOL[0]
 
 
-def _shard_path(array: zarr.Array, shard_coords: tuple[int, ...]) -> str:
-    key = array.metadata.encode_chunk_key(shard_coords)
-    return os.path.join(str(array.store.root), array.path, key)
-
-
 class RowReader:
     """Reads one row of a sharded array (one chunk) with one read; shard indexes are cached."""
 
     def __init__(self, array: zarr.Array) -> None:
         self.array = array
-        chain = chunk_chain(array)
-        usable = chain is not None and chain.chunk_shape[0] == 1 and all(c == 1 for c in chain.chunks_per_shard[1:])
-        self.chain = chain if usable else None
+        files = row_files(array)
+        # a sharded uint8 array of a local store: one row per chunk, read directly; else zarr reads it
+        self.files = files if files is not None and files.sharded and files.chain.dtype == np.uint8 else None
+        self.chain = self.files.chain if self.files is not None else None
         self._indexes: dict[int, np.ndarray | None] = {}
         self._lock = threading.Lock()
 
     def __call__(self, row: int) -> np.ndarray:
         if self.chain is None:
             return np.asarray(self.array[row])
+        assert self.files is not None
         shard, within = divmod(row, self.chain.chunks_per_shard[0])
-        path = _shard_path(self.array, (shard,) + (0,) * (self.array.ndim - 1))
+        path = self.files.path(shard)
         index = self._index(shard, path)
         if index is None or index[within, 0] == _EMPTY:
             return np.full(self.array.shape[1:], self.chain.fill_value, dtype=self.chain.dtype)
@@ -165,7 +153,8 @@ def read_rows(requests: list[tuple[RowReader, int, int]]) -> list[np.ndarray]:
             per_shard = reader.chain.chunks_per_shard[0]
             for shard in range(start // per_shard, (stop - 1) // per_shard + 1 if stop > start else 0):
                 first, last = max(start, shard * per_shard), min(stop, (shard + 1) * per_shard)
-                path = _shard_path(reader.array, (shard,) + (0,) * (reader.array.ndim - 1))
+                assert reader.files is not None
+                path = reader.files.path(shard)
                 index = reader._index(shard, path)
                 if index is None:
                     out[first - start : last - start] = reader.chain.fill_value

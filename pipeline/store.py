@@ -185,7 +185,7 @@ def write_shard(path: StoreTarget | str | Path, start: int, rows: dict[str, np.n
         with zarr.config.set({"array.write_empty_chunks": True}):
             for name, values in rows.items():
                 files = row_files(group[name])  # type: ignore[arg-type]
-                if files is not None and files.rows_per_file:
+                if files is not None:
                     files.write(start, values)
                 else:
                     group[name][start : start + len(values)] = values  # type: ignore[index]
@@ -232,7 +232,7 @@ def _only_partial_writes(target: StoreTarget) -> bool:
     if not target.is_local or not os.path.isdir(target.url):
         return False
     names = [name for _, _, files in os.walk(target.url) for name in files]
-    return bool(names) and all(name.endswith(".partial") for name in names)
+    return bool(names) and all(name.endswith(PARTIAL_SUFFIX) for name in names)
 
 
 def mark_shard_done(group: zarr.Group, shard: int) -> None:

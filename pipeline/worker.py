@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from pipeline.location import StoreTarget
 
 OnError = Literal["fail", "skip"]
+# The arrays a shard task writes its rows of (the coordinator describes their files for it).
+ROW_ARRAYS = ("image", "label", "valid", "class_present", "class_area")
 
 
 @dataclass
@@ -102,7 +104,7 @@ def build_shard(
 
 
 def _write_rows(store: StoreTarget | Mapping[str, RowFiles], start: int, rows: dict[str, np.ndarray]) -> None:
-    if isinstance(store, Mapping) and set(rows) <= set(store):
+    if isinstance(store, Mapping):
         try:
             for name, values in rows.items():
                 store[name].write(start, values)
