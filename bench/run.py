@@ -60,23 +60,26 @@ def main(argv: list[str] | None = None) -> int:
     one_job = args.work / f"store-{args.count}-jobs1.zarr"
     rss = WorkerPeakRss()
 
-    def build(preset: str, jobs: int, target: Path) -> Callable[[], None]:
-        def run() -> None:
+    def build(preset: str, jobs: int, target: Path) -> tuple[Callable[[], None], Callable[[], None]]:
+        def prepare() -> None:
             _stop_joblib_workers()  # every build pays for starting its workers, as a CLI run does
+            shutil.rmtree(target, ignore_errors=True)  # a new folder, as a first build writes into
+
+        def run() -> None:
             with rss.watch():
-                build_store(source, target, jobs=jobs, overwrite=True, image_codec=preset)
-        return run
+                build_store(source, target, jobs=jobs, image_codec=preset)
+        return prepare, run
 
-    def peer() -> None:
-        shutil.rmtree(peer_out, ignore_errors=True)
-        run_peer(source, peer_out, args.count, args.jobs)
+    def nothing() -> None:
+        pass
 
-    runs: dict[str, Callable[[], None]] = {  # the build sits between the runs it is compared with
-        "floor": lambda: run_floor(floor_tasks, args.jobs),
+    # Each run: what to do before the clock starts, and what is timed.
+    runs: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {  # the build sits between its comparisons
+        "floor": (nothing, lambda: run_floor(floor_tasks, args.jobs)),
         "build": build("lossless", args.jobs, stores["lossless"]),
         "build_jobs1": build("lossless", 1, one_job),
-        "peer": peer,
-        "floor_pillow": lambda: run_floor(floor_tasks, args.jobs, pillow_only=True),
+        "peer": (lambda: shutil.rmtree(peer_out, ignore_errors=True), lambda: run_peer(source, peer_out, args.count, args.jobs)),
+        "floor_pillow": (nothing, lambda: run_floor(floor_tasks, args.jobs, pillow_only=True)),
         "build_compact": build("lossless-compact", args.jobs, stores["lossless-compact"]),
         "build_jpeg95": build("jpeg:95", args.jobs, stores["jpeg:95"]),
     }
@@ -84,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     load_before: dict[str, list[float]] = {name: [] for name in runs}  # other users of the machine
     for round_number in range(args.repeats):
-        for name, run in runs.items():
+        for name, (prepare, run) in runs.items():
+            prepare()
             load_before[name].append(round(os.getloadavg()[0], 2))
             started = time.perf_counter()
             run()

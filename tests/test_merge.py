@@ -112,3 +112,28 @@ def _names(label: np.ndarray, convention: str) -> np.ndarray:
     for offset, name in enumerate(order):
         lookup[first_id + offset] = sorted(order).index(name)
     return lookup[label]
+
+
+def test_class_areas_counting_only_the_ids_a_map_can_hold_matches_a_full_count() -> None:
+    from pipeline.worker import class_areas
+
+    rng = np.random.default_rng(3)
+    for held in ([18], [18, 0, 16], [18, *range(18)]):
+        label = rng.choice(np.array(held, dtype=np.uint8), size=(64, 64))
+        expected = np.zeros(19, dtype=np.int64)
+        values, counts = np.unique(label, return_counts=True)
+        expected[values] = counts
+        assert np.array_equal(class_areas(label, 19, held), expected)
+        assert np.array_equal(class_areas(label, 19), expected)
+
+
+def test_class_areas_refuses_a_value_outside_the_ids_given() -> None:
+    from pipeline.worker import class_areas
+
+    label = np.full((8, 8), 18, dtype=np.uint8)
+    label[0, 0] = 16  # hair, but the sample had no hair mask
+    with pytest.raises(ValueError, match=r"\[16\]"):
+        class_areas(label, 19, [18, 0])
+    label[0, 0] = 40  # beyond the class table
+    with pytest.raises(ValueError, match=r"\[40\]"):
+        class_areas(label, 19)
