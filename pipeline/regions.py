@@ -19,7 +19,6 @@ from pipeline.classes import MASK_CLASS_NAMES
 from pipeline.config import CONFIG_DIR, ClassConfig
 from pipeline.errors import CelebaMaskError
 from pipeline.store import create_row_array
-from pipeline.worker import class_rows  # noqa: F401 - counted by the shard workers; kept importable here
 
 CLASS_ARRAYS = ("class_present", "class_area")
 ATTRIBUTE_REGIONS_PATH = CONFIG_DIR / "attribute_regions.toml"

@@ -24,7 +24,7 @@ from pipeline.resize import decode_image, resize_label
 from pipeline.source import Sample, SourceFiles, SourceRef
 
 if TYPE_CHECKING:
-    from pipeline.chunks import RowFiles
+    from pipeline.chunks import RowFiles, RowWriter
     from pipeline.location import StoreTarget
 
 OnError = Literal["fail", "skip"]
@@ -112,33 +112,43 @@ def build_shard(
     """
     _prepare_worker_process()
     size = config.size
-    images = np.zeros((len(samples), size, size, 3), dtype=np.uint8)
-    labels = np.full((len(samples), size, size), LABEL_FILL, dtype=np.uint8)
+    images = _rows(store, "image", start, len(samples), (size, size, 3), 0)
+    labels = _rows(store, "label", start, len(samples), (size, size), LABEL_FILL)
+    blank_image, blank_label = np.zeros((size, size, 3), dtype=np.uint8), np.full((size, size), LABEL_FILL, dtype=np.uint8)
     valid = np.zeros(len(samples), dtype=bool)
+    areas = np.zeros((len(samples), config.max_id + 1), dtype=np.uint32)
+    painted = dict(zip(config.paint_order, config.paint_ids))  # what a mask can leave on the label
     result = ShardResult(shard, len(samples))
     with ref.open() as files:
         for row, sample in enumerate(samples):
             try:
-                images[row], labels[row] = build_sample(files, sample, config)
-                valid[row] = True
+                image, label = build_sample(files, sample, config)
             except CelebaMaskError as error:
                 if on_error == "fail":
                     return ShardResult(shard, len(samples), error=error)
                 result.skipped.append({"sample": sample.index, "path": error.path, "error": error.problem})
-    painted = dict(zip(config.paint_order, config.paint_ids))  # what a mask can leave on the label
-    class_ids = [(config.background, *(painted[name] for name in sample.masks if name in painted)) for sample in samples]
-    rows = {"image": images, "label": labels, "valid": valid, **class_rows(labels, config, valid, class_ids)}
+                image, label = blank_image, blank_label
+            else:
+                valid[row] = True
+                can_hold = (config.background, *(painted[name] for name in sample.masks if name in painted))
+                areas[row] = class_areas(label, len(areas[row]), can_hold)
+            images.add(row, image)
+            labels.add(row, label)
+    small_rows = {"valid": valid, "class_present": areas > 0, "class_area": areas}
     try:
-        _write_rows(store, start, rows)
+        _write_rows(store, start, images, labels, small_rows)
     except CelebaMaskError as error:  # a full disk: no skipping that
         return ShardResult(shard, len(samples), error=error)
     return result
 
 
-def _write_rows(store: StoreTarget | Mapping[str, RowFiles], start: int, rows: dict[str, np.ndarray]) -> None:
+def _write_rows(store: StoreTarget | Mapping[str, RowFiles], start: int, images: RowWriter | _StagedRows,
+                labels: RowWriter | _StagedRows, small_rows: dict[str, np.ndarray]) -> None:
     if isinstance(store, Mapping):
         try:
-            for name, values in rows.items():
+            for rows in (images, labels):
+                rows.write()  # type: ignore[union-attr]
+            for name, values in small_rows.items():
                 store[name].write(start, values)
         except OSError as exc:
             raise CelebaMaskError(os.path.dirname(store["image"].folder),
@@ -146,19 +156,26 @@ def _write_rows(store: StoreTarget | Mapping[str, RowFiles], start: int, rows: d
     else:
         from pipeline.store import write_shard
 
-        write_shard(store, start, rows)  # type: ignore[arg-type]
+        write_shard(store, start, {"image": images.values, "label": labels.values, **small_rows})  # type: ignore[union-attr]
 
 
-def class_rows(labels: np.ndarray, config: ClassConfig, valid: np.ndarray,
-               class_ids: Sequence[Iterable[int]] | None = None) -> dict[str, np.ndarray]:
-    """``class_present`` and ``class_area`` rows for a stack of label maps (n, h, w), counted while
-    the worker holds them; rows that are not ``valid`` (skipped: label all fill value) count nothing.
-    ``class_ids[row]``, when given, are the only ids that row can hold (see :func:`class_areas`)."""
-    width = config.max_id + 1
-    areas = np.zeros((len(labels), width), dtype=np.uint32)
-    for row in np.flatnonzero(valid).tolist():
-        areas[row] = class_areas(labels[row], width, None if class_ids is None else class_ids[row])
-    return {"class_present": areas > 0, "class_area": areas}
+class _StagedRows:
+    """Rows kept as one array, for a store written through zarr (a URL store)."""
+
+    def __init__(self, count: int, row_shape: tuple[int, ...], fill: int) -> None:
+        self.values = np.full((count, *row_shape), fill, dtype=np.uint8)
+
+    def add(self, row: int, value: np.ndarray) -> None:
+        self.values[row] = value
+
+
+def _rows(store: StoreTarget | Mapping[str, RowFiles], name: str, start: int, count: int,
+          row_shape: tuple[int, ...], fill: int) -> RowWriter | _StagedRows:
+    if isinstance(store, Mapping):
+        from pipeline.chunks import RowWriter
+
+        return RowWriter(store[name], start, count)
+    return _StagedRows(count, row_shape, fill)
 
 
 def class_areas(label: np.ndarray, width: int, class_ids: Iterable[int] | None = None) -> np.ndarray:

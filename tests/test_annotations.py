@@ -265,16 +265,3 @@ def test_verify_checks_class_counts_against_the_labels(built_store: Path, tmp_pa
     area = zarr.open_group(copy, mode="r+")["class_area"]
     area[2, DEFAULT_IDS["hair"]] += 1
     assert verify_store(copy) == [f"{copy}/class_area: row 2 is not a count of its label map"]
-
-
-def test_skipped_rows_count_nothing() -> None:
-    from pipeline.config import load_config
-    from pipeline.regions import class_rows
-
-    labels = np.full((2, 4, 4), 255, dtype=np.uint8)  # row 1 stays all fill value, as a skipped sample does
-    labels[0] = DEFAULT_IDS["hair"]
-    labels[0, :, :1] = DEFAULT_IDS["skin"]
-    rows = class_rows(labels, load_config("default"), np.array([True, False]))
-    expected = np.zeros((2, len(DEFAULT_IDS)), dtype=np.uint32)
-    expected[0, DEFAULT_IDS["hair"]], expected[0, DEFAULT_IDS["skin"]] = 12, 4
-    assert np.array_equal(rows["class_area"], expected) and np.array_equal(rows["class_present"], expected > 0)

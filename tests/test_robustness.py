@@ -301,7 +301,8 @@ def test_catalogue_fails_with_the_file_named_then_skip_completes(source_copy: Pa
     ids = list(opened.sample_ids[:])
     if 4 in ids:  # the damaged sample has a row unless its image is gone
         row = ids.index(4)
-        assert not valid[row] and (opened.labels[row] == 255).all()
+        assert not valid[row] and (opened.labels[row] == 255).all() and not opened.images[row].any()
+        assert not opened.group["class_area"][row].any() and not opened.group["class_present"][row].any()
         assert sum(valid) == len(ids) - 1
         assert opened.class_statistics()["skipped"] == 1
     else:
