@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from pipeline.chunks import RowFiles, RowWriter
 from pipeline.config import LABEL_FILL, ClassConfig
 from pipeline.errors import CelebaMaskError
 from pipeline.merge import decode_mask, paint_label
@@ -24,7 +25,6 @@ from pipeline.resize import decode_image, resize_label
 from pipeline.source import Sample, SourceFiles, SourceRef
 
 if TYPE_CHECKING:
-    from pipeline.chunks import RowFiles, RowWriter
     from pipeline.location import StoreTarget
 
 OnError = Literal["fail", "skip"]
@@ -144,10 +144,10 @@ def build_shard(
 
 def _write_rows(store: StoreTarget | Mapping[str, RowFiles], start: int, images: RowWriter | _StagedRows,
                 labels: RowWriter | _StagedRows, small_rows: dict[str, np.ndarray]) -> None:
-    if isinstance(store, Mapping):
+    if isinstance(images, RowWriter) and isinstance(labels, RowWriter) and isinstance(store, Mapping):
         try:
-            for rows in (images, labels):
-                rows.write()  # type: ignore[union-attr]
+            images.write()
+            labels.write()
             for name, values in small_rows.items():
                 store[name].write(start, values)
         except OSError as exc:
@@ -156,7 +156,8 @@ def _write_rows(store: StoreTarget | Mapping[str, RowFiles], start: int, images:
     else:
         from pipeline.store import write_shard
 
-        write_shard(store, start, {"image": images.values, "label": labels.values, **small_rows})  # type: ignore[union-attr]
+        assert isinstance(images, _StagedRows) and isinstance(labels, _StagedRows)
+        write_shard(store, start, {"image": images.values, "label": labels.values, **small_rows})  # type: ignore[arg-type]
 
 
 class _StagedRows:
@@ -171,9 +172,8 @@ class _StagedRows:
 
 def _rows(store: StoreTarget | Mapping[str, RowFiles], name: str, start: int, count: int,
           row_shape: tuple[int, ...], fill: int) -> RowWriter | _StagedRows:
+    """Where a task puts the shard's rows of ``name``: encoded as they come (a local store) or staged."""
     if isinstance(store, Mapping):
-        from pipeline.chunks import RowWriter
-
         return RowWriter(store[name], start, count)
     return _StagedRows(count, row_shape, fill)
 
