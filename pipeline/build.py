@@ -64,6 +64,8 @@ class BuildReport:
     skipped: int = 0
     shards_built: int = 0
     already_complete: bool = False  # a resume that found nothing to do
+    # until the first shard task could start: indexing, store creation and starting the workers
+    startup_seconds: float = 0.0
 
     @property
     def samples_per_second(self) -> float:
@@ -205,6 +207,7 @@ def build_store(
         _wait_for(warm_up)  # abandoned, joblib would warn about unused results after the error line
         raise
     _wait_for(warm_up)
+    startup_seconds = time.perf_counter() - started
     if pending:
         writers = _direct_writers(group)
         target = writers if writers is not None else store
@@ -245,7 +248,7 @@ def build_store(
         mark_complete(store, {"provenance": provenance, "skipped": skipped})
     log.info("marked %s complete (%d skipped)", store, len(skipped))
     return BuildReport(str(store), len(samples), len(shards), time.perf_counter() - started, bytes_on_disk(store),
-                       skipped=len(skipped), shards_built=len(pending))
+                       skipped=len(skipped), shards_built=len(pending), startup_seconds=startup_seconds)
 
 
 def _start_workers(backend: Backend, jobs: int, store: StoreTarget) -> Iterator[Any]:
