@@ -64,7 +64,7 @@ class BuildReport:
     skipped: int = 0
     shards_built: int = 0
     already_complete: bool = False  # a resume that found nothing to do
-    # until the first shard task could start: indexing, store creation and starting the workers
+    # until the shard tasks could start: indexing, store creation and (a fresh build) starting the workers
     startup_seconds: float = 0.0
 
     @property
