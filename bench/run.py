@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     for round_number in range(args.repeats):
         for name, (prepare, run) in runs.items():
             prepare()
+            os.sync()  # what earlier runs wrote goes to disk now, not from kernel threads during this run
             load_before[name].append(round(os.getloadavg()[0], 2))
             started = time.perf_counter()
             run()
