@@ -66,11 +66,11 @@ def reuse_freed_memory() -> None:
     freed, or, once its threshold has adapted, trims the heap back: either way every sample
     touches new pages, ~130 page faults (~0.3 ms) a sample, and how many depends on what the
     process allocated before. Fixed thresholds make that cost zero and the same in every process.
-    Elsewhere than glibc (macOS, musl's no-op mallopt) this does nothing.
+    Elsewhere than glibc (macOS, Windows, musl's no-op mallopt) this does nothing.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # no C library by that call (Windows), or no mallopt
         return
     mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest: blocks up to 32 MiB come from the heap
     mallopt(_M_TRIM_THRESHOLD, 256 << 20)  # keep up to 256 MiB of freed heap for the next sample
