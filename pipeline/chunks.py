@@ -18,6 +18,7 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
+from pipeline.errors import CelebaMaskError
 from pipeline.prediction import (
     RGB_GRADIENT_CODEC,
     rgb_gradient_decode,
@@ -213,6 +214,11 @@ class RowWriter:
         index = offsets_and_lengths.astype("<u8").tobytes()
         parts.append(index + np.uint32(google_crc32c.value(index)).tobytes())
         return parts
+
+
+def cannot_write_shard(store: str, start: int, exc: OSError) -> CelebaMaskError:
+    """The one line for a shard that could not be written (a full disk, a folder gone)."""
+    return CelebaMaskError(store, f"cannot write shard at row {start}: {exc.strerror or exc}")
 
 
 def write_file(path: str, parts: list[bytes | np.ndarray]) -> None:

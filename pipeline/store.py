@@ -18,7 +18,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from pipeline.chunks import PARTIAL_SUFFIX
+from pipeline.chunks import PARTIAL_SUFFIX, cannot_write_shard
 from pipeline.codecs import DEFAULT_IMAGE_CODEC, image_array_codecs, parse_image_codec
 from pipeline.config import LABEL_FILL, ClassConfig
 from pipeline.errors import CelebaMaskError
@@ -190,7 +190,7 @@ def write_shard(path: StoreTarget | str | Path, start: int, rows: dict[str, np.n
                 else:
                     group[name][start : start + len(values)] = values  # type: ignore[index]
     except OSError as exc:
-        raise CelebaMaskError(path, f"cannot write shard at row {start}: {exc.strerror or exc}") from exc
+        raise cannot_write_shard(str(path), start, exc) from exc
 
 
 def create_progress_arrays(group: zarr.Group, count: int, shard_size: int) -> None:

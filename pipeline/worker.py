@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from pipeline.chunks import RowFiles, RowWriter
+from pipeline.chunks import RowFiles, RowWriter, cannot_write_shard
 from pipeline.config import LABEL_FILL, ClassConfig
 from pipeline.errors import CelebaMaskError
 from pipeline.merge import decode_mask, paint_label
@@ -116,7 +116,8 @@ def build_shard(
     labels = _rows(store, "label", start, len(samples), (size, size), LABEL_FILL)
     blank_image, blank_label = np.zeros((size, size, 3), dtype=np.uint8), np.full((size, size), LABEL_FILL, dtype=np.uint8)
     valid = np.zeros(len(samples), dtype=bool)
-    areas = np.zeros((len(samples), config.max_id + 1), dtype=np.uint32)
+    width = config.max_id + 1  # class columns: one per id up to the largest
+    areas = np.zeros((len(samples), width), dtype=np.uint32)
     painted = dict(zip(config.paint_order, config.paint_ids))  # what a mask can leave on the label
     result = ShardResult(shard, len(samples))
     with ref.open() as files:
@@ -131,7 +132,7 @@ def build_shard(
             else:
                 valid[row] = True
                 can_hold = (config.background, *(painted[name] for name in sample.masks if name in painted))
-                areas[row] = class_areas(label, len(areas[row]), can_hold)
+                areas[row] = class_areas(label, width, can_hold)
             images.add(row, image)
             labels.add(row, label)
     small_rows = {"valid": valid, "class_present": areas > 0, "class_area": areas}
@@ -151,8 +152,7 @@ def _write_rows(store: StoreTarget | Mapping[str, RowFiles], start: int, images:
             for name, values in small_rows.items():
                 store[name].write(start, values)
         except OSError as exc:
-            raise CelebaMaskError(os.path.dirname(store["image"].folder),
-                                  f"cannot write shard at row {start}: {exc.strerror or exc}") from exc
+            raise cannot_write_shard(os.path.dirname(store["image"].folder), start, exc) from exc
     else:
         from pipeline.store import write_shard
 
@@ -178,20 +178,17 @@ def _rows(store: StoreTarget | Mapping[str, RowFiles], name: str, start: int, co
     return _StagedRows(count, row_shape, fill)
 
 
-def class_areas(label: np.ndarray, width: int, class_ids: Iterable[int] | None = None) -> np.ndarray:
-    """Pixels of each class id (0 .. width-1) in one label map.
+def class_areas(label: np.ndarray, width: int, class_ids: Iterable[int]) -> np.ndarray:
+    """Pixels of each class id (0 .. width-1) in one label map that can hold only ``class_ids``
+    (its masks' classes and the background).
 
-    Given the ids the map can hold (its masks' classes and the background), each is counted with
-    one compare: ~13 passes over bytes beat bincount, which widens every pixel to int64 first.
-    Either way a value beyond them means a bug upstream and is never stored silently.
+    Each is counted with one compare: ~13 passes over bytes beat bincount, which widens every
+    pixel to int64 first. A value outside them means a bug upstream and is never stored silently.
     """
-    if class_ids is None:
-        counts = np.bincount(label.ravel(), minlength=width)
-    else:
-        counts = np.zeros(width, dtype=np.int64)
-        for class_id in set(class_ids):
-            counts[class_id] = np.count_nonzero(label == class_id)
-    if len(counts) > width or counts.sum() != label.size:
-        found = sorted(set(np.unique(label).tolist()) - set(range(width) if class_ids is None else class_ids))
-        raise ValueError(f"label map holds value(s) {found} outside its classes (ids 0..{width - 1})")
+    counts = np.zeros(width, dtype=np.int64)
+    for class_id in set(class_ids):
+        counts[class_id] = np.count_nonzero(label == class_id)
+    if counts.sum() != label.size:
+        found = sorted(set(np.unique(label).tolist()) - set(class_ids))
+        raise ValueError(f"label map holds value(s) {found} outside its classes {sorted(set(class_ids))}")
     return counts
