@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     one_job = args.work / f"store-{args.count}-jobs1.zarr"
     rss = WorkerPeakRss()
 
-    def build(preset: str, jobs: int, target: Path) -> tuple[Callable[[], None], Callable[[], None]]:
+    def build(name: str, preset: str, jobs: int, target: Path) -> tuple[Callable[[], None], Callable[[], None]]:
         def prepare() -> None:
             _stop_joblib_workers()  # every build pays for starting its workers, as a CLI run does
             shutil.rmtree(target, ignore_errors=True)  # a new folder, as a first build writes into
@@ -68,12 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         def run() -> None:
             with rss.watch():
                 report = build_store(source, target, jobs=jobs, image_codec=preset)
-            startup.setdefault(name_of[(preset, jobs)], []).append(report.startup_seconds)
+            startup.setdefault(name, []).append(report.startup_seconds)
         return prepare, run
 
     startup: dict[str, list[float]] = {}  # per build run: seconds before its first shard task could start
-    name_of = {("lossless", args.jobs): "build", ("lossless", 1): "build_jobs1",
-               ("lossless-compact", args.jobs): "build_compact", ("jpeg:95", args.jobs): "build_jpeg95"}
 
     def nothing() -> None:
         pass
@@ -81,12 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     # Each run: what to do before the clock starts, and what is timed.
     runs: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {  # the build sits between its comparisons
         "floor": (nothing, lambda: run_floor(floor_tasks, args.jobs)),
-        "build": build("lossless", args.jobs, stores["lossless"]),
-        "build_jobs1": build("lossless", 1, one_job),
+        "build": build("build", "lossless", args.jobs, stores["lossless"]),
+        "build_jobs1": build("build_jobs1", "lossless", 1, one_job),
         "peer": (lambda: shutil.rmtree(peer_out, ignore_errors=True), lambda: run_peer(source, peer_out, args.count, args.jobs)),
         "floor_pillow": (nothing, lambda: run_floor(floor_tasks, args.jobs, pillow_only=True)),
-        "build_compact": build("lossless-compact", args.jobs, stores["lossless-compact"]),
-        "build_jpeg95": build("jpeg:95", args.jobs, stores["jpeg:95"]),
+        "build_compact": build("build_compact", "lossless-compact", args.jobs, stores["lossless-compact"]),
+        "build_jpeg95": build("build_jpeg95", "jpeg:95", args.jobs, stores["jpeg:95"]),
     }
     warm_up(source, args.work, args.jobs)
     seconds: dict[str, list[float]] = {name: [] for name in runs}
