@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.chunks import RowFiles, RowWriter, cannot_write_shard
 from pipeline.config import LABEL_FILL, ClassConfig
 from pipeline.errors import CelebaMaskError
-from pipeline.merge import decode_mask, paint_label
+from pipeline.merge import decode_mask_rows, paint_label
 from pipeline.resize import decode_image, resize_label
 from pipeline.source import Sample, SourceFiles, SourceRef
 
@@ -87,7 +87,7 @@ def build_sample(files: SourceFiles, sample: Sample, config: ClassConfig) -> tup
     if sample.problem is not None:
         raise sample.problem
     image = decode_image(files.read(sample.image), files.display(sample.image), config.size)
-    masks = {name: decode_mask(files.read(rel), files.display(rel)) for name, rel in sample.masks.items()}
+    masks = {name: decode_mask_rows(files.read(rel), files.display(rel)) for name, rel in sample.masks.items()}
     label = resize_label(paint_label(masks, config), config.size)
     return image, label
 

@@ -19,7 +19,7 @@ from PIL import Image
 import pipeline.merge as merge
 import pipeline.resize as resize
 from pipeline.errors import CelebaMaskError
-from pipeline.merge import decode_mask, decode_png_pixels
+from pipeline.merge import decode_mask, decode_mask_rows, decode_png_pixels
 from pipeline.resize import decode_image, decode_jpeg_reduced
 
 COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (L, LA, RGB, RGBA)
@@ -131,6 +131,28 @@ def test_interlaced_and_16_bit_pngs_give_the_first_channel(channels: int, dtype:
     pixels = mask_like(channels, seed=7).astype(dtype) * (257 if dtype == np.uint16 else 1)
     data = encode_png(pixels, [0, 1, 2, 3, 4], interlaced=interlaced)
     np.testing.assert_array_equal(decode_mask(data, "m.png"), pixels[:, :, 0] != 0)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("looking_up", [2, 3, 4])
+def test_the_band_of_rows_holds_rows_whose_filtered_bytes_are_zero(channels: int, looking_up: int) -> None:
+    """A bar of identical rows, each after its first filtered by a filter that looks up (Up and
+    Paeth leave every byte zero there: what an adaptive encoder picks), blank rows filtered None.
+    The band the build decodes must run to the bar's last row, though the filtered bytes stop at
+    its first, and no further."""
+    pixels = np.zeros((512, 512, channels), dtype=np.uint8)
+    pixels[300:340, 100:200] = 255
+    data = encode_png(pixels, [looking_up if 300 < row < 340 else 0 for row in range(512)])
+    rows = decode_mask_rows(data, "bar.png")
+    assert (rows.top, rows.top + len(rows.on)) == (300, 340)
+    np.testing.assert_array_equal(rows.full(), pixels[:, :, 0] != 0)
+
+
+@pytest.mark.parametrize("filters", [[0], [1], [2], [0, 1, 2, 4]])
+def test_blank_masks_decode_to_an_empty_band(filters: list[int]) -> None:
+    rows = decode_mask_rows(encode_png(np.zeros((512, 512, 3), dtype=np.uint8), filters), "blank.png")
+    assert len(rows.on) == 0
+    assert not rows.full().any()
 
 
 def test_image_data_longer_than_the_rows_decodes_as_pillow_does() -> None:
