@@ -209,7 +209,7 @@ def _compare_with_source(location: str, attrs: dict[str, Any], arrays: dict[str,
                 problems.append(f"{source}: sample {sample_id} (row {row}) is not in the source")
                 continue
             try:
-                image, label = build_sample(files, sample, config)
+                image, label, _ = build_sample(files, sample, config)
             except CelebaMaskError as error:
                 problems.append(f"{error}")
                 continue

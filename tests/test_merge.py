@@ -94,7 +94,7 @@ def test_labels_match_an_independent_reference_merge(synthetic_source: Path, con
     differs_between_conventions = 0
     with index.ref.open() as files:
         for sample in index.samples:
-            _, label = build_sample(files, sample, config)
+            label = build_sample(files, sample, config).label
             expected = reference_label(synthetic_source, sample.index, convention)
             np.testing.assert_array_equal(label, expected, err_msg=f"sample {sample.index}")
             other = "official" if convention != "official" else "default"
@@ -123,7 +123,19 @@ def test_class_areas_counting_only_the_ids_a_map_can_hold_matches_a_full_count()
         expected = np.zeros(19, dtype=np.int64)
         values, counts = np.unique(label, return_counts=True)
         expected[values] = counts
-        assert np.array_equal(class_areas(label, 19, held), expected)
+        assert np.array_equal(class_areas(label, 19, dict.fromkeys(held, (0, 64))), expected)
+
+
+def test_class_areas_counts_each_class_in_its_rows_only() -> None:
+    from pipeline.worker import class_areas
+
+    label = np.full((64, 64), 18, dtype=np.uint8)
+    label[10:20, 5:9] = 3
+    label[30:33, :] = 16
+    counts = class_areas(label, 19, {18: (0, 64), 3: (8, 21), 16: (30, 33)})
+    assert (counts[3], counts[16], counts[18]) == (40, 192, 64 * 64 - 40 - 192)
+    with pytest.raises(ValueError, match="outside the rows"):
+        class_areas(label, 19, {18: (0, 64), 3: (12, 21), 16: (30, 33)})  # rows 10-11 of class 3 left out
 
 
 def test_class_areas_refuses_a_value_outside_the_ids_given() -> None:
@@ -132,7 +144,7 @@ def test_class_areas_refuses_a_value_outside_the_ids_given() -> None:
     label = np.full((8, 8), 18, dtype=np.uint8)
     label[0, 0] = 16  # hair, but the sample had no hair mask
     with pytest.raises(ValueError, match=r"\[16\]"):
-        class_areas(label, 19, [18, 0])
+        class_areas(label, 19, {18: (0, 8), 0: (0, 8)})
     label[0, 0] = 40  # beyond the class table
     with pytest.raises(ValueError, match=r"\[40\]"):
-        class_areas(label, 19, [18, 0])
+        class_areas(label, 19, {18: (0, 8), 0: (0, 8)})
