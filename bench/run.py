@@ -13,7 +13,6 @@ import os
 import platform
 import shutil
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,29 +59,32 @@ def main(argv: list[str] | None = None) -> int:
     one_job = args.work / f"store-{args.count}-jobs1.zarr"
     rss = WorkerPeakRss()
 
-    def build(name: str, preset: str, jobs: int, target: Path) -> tuple[Callable[[], None], Callable[[], None]]:
+    def build(name: str, preset: str, jobs: int, target: Path) -> tuple[Callable[[], None], Callable[[], None], Callable[[], None]]:
         def prepare() -> None:
             _stop_joblib_workers()  # every build pays for starting its workers, as a CLI run does
             shutil.rmtree(target, ignore_errors=True)  # a new folder, as a first build writes into
 
         def run() -> None:
-            with rss.watch():
-                report = build_store(source, target, jobs=jobs, image_codec=preset)
+            report = build_store(source, target, jobs=jobs, image_codec=preset)
             startup.setdefault(name, []).append(report.startup_seconds)
-        return prepare, run
+
+        def finish() -> None:
+            rss.sample()  # the workers are still running, and keep their peak
+        return prepare, run, finish
 
     startup: dict[str, list[float]] = {}  # per build run: seconds before its first shard task could start
 
     def nothing() -> None:
         pass
 
-    # Each run: what to do before the clock starts, and what is timed.
-    runs: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {  # the build sits between its comparisons
-        "floor": (nothing, lambda: run_floor(floor_tasks, args.jobs)),
+    # Each run: what to do before the clock starts, what is timed, and what to do after it stops.
+    runs: dict[str, tuple[Callable[[], None], Callable[[], None], Callable[[], None]]] = {  # the build sits between its comparisons
+        "floor": (nothing, lambda: run_floor(floor_tasks, args.jobs), nothing),
         "build": build("build", "lossless", args.jobs, stores["lossless"]),
         "build_jobs1": build("build_jobs1", "lossless", 1, one_job),
-        "peer": (lambda: shutil.rmtree(peer_out, ignore_errors=True), lambda: run_peer(source, peer_out, args.count, args.jobs)),
-        "floor_pillow": (nothing, lambda: run_floor(floor_tasks, args.jobs, pillow_only=True)),
+        "peer": (lambda: shutil.rmtree(peer_out, ignore_errors=True), lambda: run_peer(source, peer_out, args.count, args.jobs),
+                 nothing),
+        "floor_pillow": (nothing, lambda: run_floor(floor_tasks, args.jobs, pillow_only=True), nothing),
         "build_compact": build("build_compact", "lossless-compact", args.jobs, stores["lossless-compact"]),
         "build_jpeg95": build("build_jpeg95", "jpeg:95", args.jobs, stores["jpeg:95"]),
     }
@@ -90,13 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     load_before: dict[str, list[float]] = {name: [] for name in runs}  # other users of the machine
     for round_number in range(args.repeats):
-        for name, (prepare, run) in runs.items():
+        for name, (prepare, run, finish) in runs.items():
             prepare()
             os.sync()  # what earlier runs wrote goes to disk now, not from kernel threads during this run
             load_before[name].append(round(os.getloadavg()[0], 2))
             started = time.perf_counter()
             run()
             seconds[name].append(time.perf_counter() - started)
+            finish()
             print(f"round {round_number + 1}/{args.repeats}  {name:<14} {seconds[name][-1]:7.2f} s", flush=True)
     median = {name: statistics.median(values) for name, values in seconds.items()}
 
@@ -231,15 +234,15 @@ def store_sizes(path: Path, count: int) -> dict[str, float]:
 
 
 class WorkerPeakRss:
-    """Peak resident memory (VmHWM) of this process's children while watched: the build's workers."""
+    """Peak resident memory of the build's workers: VmHWM, the high-water mark the kernel keeps
+    for each process, so reading it once after a build (its workers are still alive) gives the
+    peak without polling during the timed run."""
 
     def __init__(self) -> None:
         self.peaks: dict[int, int] = {}
 
-    def watch(self) -> "_Watcher":
-        return _Watcher(self)
-
     def sample(self) -> None:
+        """Read VmHWM of every child of this process."""
         me = str(os.getpid())
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
@@ -255,25 +258,6 @@ class WorkerPeakRss:
 
     def peak_mib(self) -> float:
         return max(self.peaks.values(), default=0) / 1024
-
-
-class _Watcher:
-    def __init__(self, owner: WorkerPeakRss) -> None:
-        self.owner = owner
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self.stop.wait(0.1):
-            self.owner.sample()
-
-    def __enter__(self) -> None:
-        self.thread.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.owner.sample()
-        self.stop.set()
-        self.thread.join()
 
 
 def _stop_joblib_workers() -> None:

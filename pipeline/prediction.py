@@ -58,7 +58,8 @@ def running_sum_along(rows: np.ndarray) -> None:
 def running_sum_down(values: np.ndarray, axis: int = -2) -> None:
     """In place, the running sum modulo 256 along ``axis`` (whole rows at a time), in log2(n)
     vector additions."""
-    values = np.moveaxis(values, axis, 0)
+    if axis not in (0, -values.ndim):  # moveaxis costs more than a short run's additions
+        values = np.moveaxis(values, axis, 0)
     step = 1
     while step < len(values):
         values[step:] += values[:-step]  # numpy buffers the overlapping operands
