@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import time
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def finish() -> None:
             rss.sample()  # the workers are still running, and keep their peak
+            _stop_joblib_workers()  # so their CPU time is counted (a child's counts once it has exited)
         return prepare, run, finish
 
     startup: dict[str, list[float]] = {}  # per build run: seconds before its first shard task could start
@@ -91,15 +93,20 @@ def main(argv: list[str] | None = None) -> int:
     warm_up(source, args.work, args.jobs)
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     load_before: dict[str, list[float]] = {name: [] for name in runs}  # other users of the machine
+    # CPU seconds of this process and its (exited) children: unlike wall time, not lengthened by
+    # waiting for cores that other users of the machine hold
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
     for round_number in range(args.repeats):
         for name, (prepare, run, finish) in runs.items():
             prepare()
             os.sync()  # what earlier runs wrote goes to disk now, not from kernel threads during this run
             load_before[name].append(round(os.getloadavg()[0], 2))
+            cpu_before = _cpu_seconds()
             started = time.perf_counter()
             run()
             seconds[name].append(time.perf_counter() - started)
             finish()
+            cpu[name].append(_cpu_seconds() - cpu_before)
             print(f"round {round_number + 1}/{args.repeats}  {name:<14} {seconds[name][-1]:7.2f} s", flush=True)
     median = {name: statistics.median(values) for name, values in seconds.items()}
 
@@ -139,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
                 (b - s) / f for b, s, f in zip(seconds["build"], startup["build"], seconds["floor"])),
         },
         "build_startup_seconds": {name: statistics.median(values) for name, values in startup.items()},
+        "cpu_seconds": cpu,
+        "cpu_ratios": {
+            "build_over_floor": statistics.median(b / f for b, f in zip(cpu["build"], cpu["floor"])),
+            "peer_over_build": statistics.median(p / b for p, b in zip(cpu["peer"], cpu["build"])),
+        },
         "ratios_of_best_runs": {
             "build_over_floor": best_ratio("build", "floor"),
             "build_over_floor_pillow": best_ratio("build", "floor_pillow"),
@@ -260,6 +272,12 @@ class WorkerPeakRss:
         return max(self.peaks.values(), default=0) / 1024
 
 
+def _cpu_seconds() -> float:
+    """User and system CPU time of this process and of its children that have exited."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _stop_joblib_workers() -> None:
     from joblib.externals.loky import get_reusable_executor
 
@@ -322,6 +340,9 @@ def print_table(results: dict[str, Any]) -> None:
           "  (value: median over rounds of the ratio within each round; best runs: ratio of the fastest runs)")
     print(f"build/floor less the build's start-up ({results['build_startup_seconds']['build']:.2f} s: indexing, "
           f"store creation, starting worker processes): {results['ratios']['build_after_startup_over_floor']:.2f}")
+    cpu = results["cpu_ratios"]
+    print(f"in CPU time (this process and its workers, median of the ratio within each round): build/floor "
+          f"{cpu['build_over_floor']:.2f}, peer/build {cpu['peer_over_build']:.2f}")
     best = results["ratios_of_best_runs"]
     print(f"\n{'target':<28}{'value':>10}  {'goal':<10}{'met':<5}{'best runs':>10}")
     for name, target in results["targets"].items():
