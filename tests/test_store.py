@@ -92,6 +92,10 @@ def test_other_size_resizes_images_and_labels(synthetic_source: Path, tmp_path: 
     assert store.images.shape == (3, 128, 128, 3) and store.labels.shape == (3, 128, 128)
     full = reference_label(synthetic_source, 2, "official")
     assert set(np.unique(store.labels[2])) <= set(np.unique(full))
+    areas = np.asarray(store.group["class_area"][:])  # counted on the resized maps, not on the 512² masks
+    for row in range(3):
+        counted = np.bincount(np.asarray(store.labels[row]).ravel(), minlength=areas.shape[1])
+        np.testing.assert_array_equal(areas[row], counted)
 
 
 def test_existing_store_is_left_alone_without_overwrite(built_store: Path, synthetic_source: Path, tmp_path: Path) -> None:
