@@ -68,11 +68,12 @@ def decode_mask_rows(data: bytes, path: str) -> MaskRows:
         return MaskRows(0, _decode_mask_with_pillow(data, path))
     filters, filtered = inflated
     top, stop = _rows_with_content(filters, filtered)
-    band = filtered[top:stop, :, :1]  # every filter predicts a byte from bytes of its own channel
+    band: np.ndarray | None = filtered[top:stop, :, :1]  # every filter predicts a byte from bytes of its own channel
     if filters[top:stop].any():
-        band = _unfilter(filters[top:stop], band)  # the row above the band is all zeros, as PNG's first row assumes
-        if band is None:
-            return MaskRows(0, _decode_mask_with_pillow(data, path))
+        # the row above the band is all zeros, as PNG's first row assumes
+        band = _unfilter(filters[top:stop], filtered[top:stop, :, :1])
+    if band is None:
+        return MaskRows(0, _decode_mask_with_pillow(data, path))
     return MaskRows(top, band[:, :, 0] != 0)
 
 
