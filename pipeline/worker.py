@@ -98,7 +98,8 @@ def build_sample(files: SourceFiles, sample: Sample, config: ClassConfig) -> Bui
     class_rows = {config.background: (0, config.size)}
     painted = dict(zip(config.paint_order, config.paint_ids))
     for name, rows in masks.items():
-        if name in painted and painted[name] != config.background:  # a tolerated _background.png paints nothing
+        # an unpainted mask (a tolerated _background.png) adds nothing; the background keeps every row
+        if name in painted and painted[name] != config.background:
             # a band of the 512² masks; anywhere in a label resized to another size
             class_rows[painted[name]] = (rows.top, rows.top + len(rows.on)) if config.size == MASK_SIZE else (0, config.size)
     return BuiltSample(image, label, class_rows)
