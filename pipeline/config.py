@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ class ClassConfig:
                 return info.id
         raise KeyError(f"unknown class {name!r}; known: {', '.join(c.name for c in self.classes)}")
 
-    @property
+    @cached_property  # read for every sample a worker builds
     def paint_ids(self) -> tuple[int, ...]:
         return tuple(self.class_id(name) for name in self.paint_order)
 

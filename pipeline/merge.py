@@ -68,10 +68,9 @@ def decode_mask_rows(data: bytes, path: str) -> MaskRows:
         return MaskRows(0, _decode_mask_with_pillow(data, path))
     filters, filtered = inflated
     top, stop = _rows_with_content(filters, filtered)
-    band: np.ndarray | None = filtered[top:stop, :, :1]  # every filter predicts a byte from bytes of its own channel
-    if filters[top:stop].any():
-        # the row above the band is all zeros, as PNG's first row assumes
-        band = _unfilter(filters[top:stop], filtered[top:stop, :, :1])
+    # every filter predicts a byte from bytes of its own channel; the row above the band is all
+    # zeros, as PNG's first row assumes
+    band = _unfilter(filters[top:stop], filtered[top:stop, :, :1])
     if band is None:
         return MaskRows(0, _decode_mask_with_pillow(data, path))
     return MaskRows(top, band[:, :, 0] != 0)
@@ -85,8 +84,7 @@ def decode_png_pixels(data: bytes, path: str) -> np.ndarray:
     """
     inflated = _inflate_plain_png(data, path)
     if inflated is not None:
-        filters, filtered = inflated
-        pixels = _unfilter(filters, filtered) if filters.any() else filtered
+        pixels = _unfilter(*inflated)
         if pixels is not None:
             return pixels
     with _open_png(data, path) as image:
@@ -145,9 +143,11 @@ def _unfilter(filters: np.ndarray, filtered: np.ndarray) -> np.ndarray | None:
 
     None and Sub rows stand alone and are undone all at once; a run of Up rows is a running sum
     down the run; Avg and Paeth rows depend on their left neighbour nonlinearly and are undone
-    one row at a time, in order. None when so many Avg rows need that that Pillow is faster (the
-    caller then falls back to it).
+    one row at a time, in order. Rows that are all None come back as they are (a read-only view);
+    None when so many Avg rows need that that Pillow is faster (the caller then falls back to it).
     """
+    if not filters.any():
+        return filtered
     if int(np.count_nonzero(filters == _AVG)) * filtered.shape[2] > _MAX_AVG_ROWS:
         return None
     pixels = np.array(filtered, order="C")  # contiguous, and ours to change
