@@ -96,12 +96,13 @@ def build_sample(files: SourceFiles, sample: Sample, config: ClassConfig) -> Bui
     masks = {name: decode_mask_rows(files.read(rel), files.display(rel)) for name, rel in sample.masks.items()}
     label = resize_label(paint_label(masks, config), config.size)
     class_rows = {config.background: (0, config.size)}
-    painted = dict(zip(config.paint_order, config.paint_ids))
-    for name, rows in masks.items():
-        # an unpainted mask (a tolerated _background.png) adds nothing; the background keeps every row
-        if name in painted and painted[name] != config.background:
+    # the classes painted, as paint_label paints them: an unpainted mask (a tolerated
+    # _background.png) adds nothing, and the background keeps every row
+    for name, class_id in zip(config.paint_order, config.paint_ids):
+        rows = masks.get(name)
+        if rows is not None and class_id != config.background:
             # a band of the 512² masks; anywhere in a label resized to another size
-            class_rows[painted[name]] = (rows.top, rows.top + len(rows.on)) if config.size == MASK_SIZE else (0, config.size)
+            class_rows[class_id] = (rows.top, rows.top + len(rows.on)) if config.size == MASK_SIZE else (0, config.size)
     return BuiltSample(image, label, class_rows)
 
 
