@@ -126,8 +126,7 @@ def build_shard(
     """
     _prepare_worker_process()
     size = config.size
-    images = _rows(store, "image", start, len(samples), (size, size, 3), 0)
-    labels = _rows(store, "label", start, len(samples), (size, size), LABEL_FILL)
+    rows = _DirectShard(store, start, len(samples)) if isinstance(store, Mapping) else _StagedShard(store, start, len(samples), size)
     blank_image, blank_label = np.zeros((size, size, 3), dtype=np.uint8), np.full((size, size), LABEL_FILL, dtype=np.uint8)
     valid = np.zeros(len(samples), dtype=bool)
     width = config.max_id + 1  # class columns: one per id up to the largest
@@ -145,49 +144,50 @@ def build_shard(
             else:
                 valid[row] = True
                 areas[row] = class_areas(label, width, class_rows)
-            images.add(row, image)
-            labels.add(row, label)
-    small_rows = {"valid": valid, "class_present": areas > 0, "class_area": areas}
+            rows.add(row, image, label)
     try:
-        _write_rows(store, start, images, labels, small_rows)
+        rows.write({"valid": valid, "class_present": areas > 0, "class_area": areas})
     except CelebaMaskError as error:  # a full disk: no skipping that
         return ShardResult(shard, len(samples), error=error)
     return result
 
 
-def _write_rows(store: StoreTarget | Mapping[str, RowFiles], start: int, images: RowWriter | _StagedRows,
-                labels: RowWriter | _StagedRows, small_rows: dict[str, np.ndarray]) -> None:
-    if isinstance(images, RowWriter) and isinstance(labels, RowWriter) and isinstance(store, Mapping):
+class _DirectShard:
+    """A shard of a local store: each image and label encoded as it is added, files written directly."""
+
+    def __init__(self, files: Mapping[str, RowFiles], start: int, count: int) -> None:
+        self.files, self.start = files, start
+        self.images, self.labels = RowWriter(files["image"], start, count), RowWriter(files["label"], start, count)
+
+    def add(self, row: int, image: np.ndarray, label: np.ndarray) -> None:
+        self.images.add(row, image)
+        self.labels.add(row, label)
+
+    def write(self, small_rows: dict[str, np.ndarray]) -> None:
         try:
-            images.write()
-            labels.write()
+            self.images.write()
+            self.labels.write()
             for name, values in small_rows.items():
-                store[name].write(start, values)
+                self.files[name].write(self.start, values)
         except OSError as exc:
-            raise cannot_write_shard(os.path.dirname(store["image"].folder), start, exc) from exc
-    else:
+            raise cannot_write_shard(os.path.dirname(self.files["image"].folder), self.start, exc) from exc
+
+
+class _StagedShard:
+    """A shard of a store written through zarr (a URL store): its rows kept as arrays, written in one call."""
+
+    def __init__(self, store: StoreTarget, start: int, count: int, size: int) -> None:
+        self.store, self.start = store, start
+        self.images = np.zeros((count, size, size, 3), dtype=np.uint8)
+        self.labels = np.full((count, size, size), LABEL_FILL, dtype=np.uint8)
+
+    def add(self, row: int, image: np.ndarray, label: np.ndarray) -> None:
+        self.images[row], self.labels[row] = image, label
+
+    def write(self, small_rows: dict[str, np.ndarray]) -> None:
         from pipeline.store import write_shard
 
-        assert isinstance(images, _StagedRows) and isinstance(labels, _StagedRows)
-        write_shard(store, start, {"image": images.values, "label": labels.values, **small_rows})  # type: ignore[arg-type]
-
-
-class _StagedRows:
-    """Rows kept as one array, for a store written through zarr (a URL store)."""
-
-    def __init__(self, count: int, row_shape: tuple[int, ...], fill: int) -> None:
-        self.values = np.full((count, *row_shape), fill, dtype=np.uint8)
-
-    def add(self, row: int, value: np.ndarray) -> None:
-        self.values[row] = value
-
-
-def _rows(store: StoreTarget | Mapping[str, RowFiles], name: str, start: int, count: int,
-          row_shape: tuple[int, ...], fill: int) -> RowWriter | _StagedRows:
-    """Where a task puts the shard's rows of ``name``: encoded as they come (a local store) or staged."""
-    if isinstance(store, Mapping):
-        return RowWriter(store[name], start, count)
-    return _StagedRows(count, row_shape, fill)
+        write_shard(self.store, self.start, {"image": self.images, "label": self.labels, **small_rows})
 
 
 def class_areas(label: np.ndarray, width: int, class_rows: Mapping[int, tuple[int, int]]) -> np.ndarray:
