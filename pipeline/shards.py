@@ -89,19 +89,18 @@ class RowReader:
         files = row_files(array)
         # a sharded uint8 array of a local store: one row per chunk, read directly; else zarr reads it
         self.files = files if files is not None and files.sharded and files.chain.dtype == np.uint8 else None
-        self.chain = self.files.chain if self.files is not None else None
         self._indexes: dict[int, np.ndarray | None] = {}
         self._lock = threading.Lock()
 
     def __call__(self, row: int) -> np.ndarray:
-        if self.chain is None:
+        if self.files is None:
             return np.asarray(self.array[row])
-        assert self.files is not None
-        shard, within = divmod(row, self.chain.chunks_per_shard[0])
+        chain = self.files.chain
+        shard, within = divmod(row, chain.chunks_per_shard[0])
         path = self.files.path(shard)
         index = self._index(shard, path)
         if index is None or index[within, 0] == _EMPTY:
-            return np.full(self.array.shape[1:], self.chain.fill_value, dtype=self.chain.dtype)
+            return np.full(self.array.shape[1:], chain.fill_value, dtype=chain.dtype)
         offset, length = (int(v) for v in index[within])
         with open(path, "rb") as handle:
             handle.seek(offset)
@@ -109,7 +108,7 @@ class RowReader:
         if len(data) != length:
             raise CelebaMaskError(path, f"shard ends inside the chunk of row {row}")
         try:
-            return self.chain.decode(data).reshape(self.array.shape[1:])
+            return chain.decode(data).reshape(self.array.shape[1:])
         except ValueError as exc:
             raise CelebaMaskError(path, f"row {row}: {exc}") from exc
 
@@ -121,11 +120,12 @@ class RowReader:
         with self._lock:
             if shard in self._indexes:
                 return self._indexes[shard]
-        assert self.chain is not None
+        assert self.files is not None  # only the direct path has shard files
+        index_bytes = self.files.chain.index_bytes
         try:
             with open(path, "rb") as handle:
-                handle.seek(-self.chain.index_bytes, os.SEEK_END)
-                raw = handle.read(self.chain.index_bytes)
+                handle.seek(-index_bytes, os.SEEK_END)
+                raw = handle.read(index_bytes)
         except FileNotFoundError:
             return None  # not written (yet): not cached, a build may still write it
         body, stored = raw[:-4], raw[-4:]
@@ -145,24 +145,24 @@ def read_rows(requests: list[tuple[RowReader, int, int]]) -> list[np.ndarray]:
     mappings: list[mmap.mmap] = []
     try:
         for reader, start, stop in requests:
-            if reader.chain is None:
+            if reader.files is None:
                 outs.append(np.asarray(reader.array[start:stop]))
                 continue
-            out = np.empty((stop - start, *reader.array.shape[1:]), dtype=reader.chain.dtype)
+            files, chain = reader.files, reader.files.chain
+            out = np.empty((stop - start, *reader.array.shape[1:]), dtype=chain.dtype)
             outs.append(out)
-            per_shard = reader.chain.chunks_per_shard[0]
+            per_shard = chain.chunks_per_shard[0]
             for shard in range(start // per_shard, (stop - 1) // per_shard + 1 if stop > start else 0):
                 first, last = max(start, shard * per_shard), min(stop, (shard + 1) * per_shard)
-                assert reader.files is not None
-                path = reader.files.path(shard)
+                path = files.path(shard)
                 index = reader._index(shard, path)
                 if index is None:
-                    out[first - start : last - start] = reader.chain.fill_value
+                    out[first - start : last - start] = chain.fill_value
                     continue
                 with open(path, "rb") as handle:
                     mappings.append(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
                 whole = np.frombuffer(mappings[-1], dtype=np.uint8)
-                jobs += [(reader.chain, path, row, whole, index[row - shard * per_shard], out[row - start])
+                jobs += [(chain, path, row, whole, index[row - shard * per_shard], out[row - start])
                          for row in range(first, last)]
         list(_decode_pool().map(_decode_job, jobs))
     finally:

@@ -36,7 +36,7 @@ def test_shards_written_directly_read_the_same_through_zarr_and_the_row_reader(
     for name in ("image", "label"):
         array = group[name]
         reader = RowReader(array)
-        assert reader.chain is not None  # the fast path, not zarr's
+        assert reader.files is not None  # the fast path, not zarr's
         whole = array[:]
         for row in range(array.shape[0]):
             np.testing.assert_array_equal(reader(row), whole[row])
