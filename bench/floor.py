@@ -18,9 +18,9 @@ from multiprocessing import Pool
 import numpy as np
 from PIL import Image
 
-from pipeline.merge import decode_png_pixels
-from pipeline.resize import decode_image
-from pipeline.worker import reuse_freed_memory
+from celebamask.build.merge import decode_png_pixels
+from celebamask.build.resize import decode_image
+from celebamask.build.worker import reuse_freed_memory
 
 Task = tuple[str, list[str]]  # the image's path and its masks' paths
 

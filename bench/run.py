@@ -23,10 +23,10 @@ import numpy as np
 
 from bench.floor import run_floor
 from bench.peer import read_peer_sample, run_peer
-from pipeline import open_store
-from pipeline.build import available_cores, build_store
-from pipeline.source import index_source, locate_source
-from pipeline.synth import generate_source
+from celebamask import open_store
+from celebamask.build.orchestrator import available_cores, build_store
+from celebamask.sources.index import index_source, locate_source
+from celebamask.synth.generate import generate_source
 
 HERE = Path(__file__).resolve().parent
 PRESETS = ("lossless", "lossless-compact", "jpeg:95")

@@ -11,14 +11,18 @@ from typing import Any
 
 import click
 
-from pipeline.annotations import ARRAYS_BY_FILE, SPLIT_NAMES
-from pipeline.build import DEFAULT_SHARD_SIZE, available_cores, build_store
-from pipeline.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
-from pipeline.config import PRESETS, load_config
-from pipeline.errors import CelebaMaskError
-from pipeline.location import as_target, parse_storage_options
-from pipeline.reader import open_store
-from pipeline.store import bytes_on_disk
+from celebamask.build.orchestrator import (
+    DEFAULT_SHARD_SIZE,
+    available_cores,
+    build_store,
+)
+from celebamask.config import PRESETS, load_config
+from celebamask.dataset import ARRAYS_BY_FILE, SPLIT_NAMES
+from celebamask.errors import CelebaMaskError
+from celebamask.read.reader import open_store
+from celebamask.store.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
+from celebamask.store.layout import bytes_on_disk
+from celebamask.store.location import as_target, parse_storage_options
 
 CONFIG_HELP = f"Class convention: a preset ({', '.join(PRESETS)}) or a path to a TOML file."
 STORAGE_OPTION = click.option(
@@ -174,7 +178,7 @@ def verify(store: str, source: Path | None, samples: int, seed: int, storage_opt
     line per problem."""
     from tqdm import tqdm
 
-    from pipeline.verify import verify_store
+    from celebamask.build.verify import verify_store
 
     with tqdm(unit="sample", desc="verify", disable=quiet, dynamic_ncols=True) as bar:
         def progress(done: int, total: int) -> None:
@@ -250,7 +254,7 @@ def classes(config: str) -> None:
 def synth(out: Path, count: int, seed: int, jobs: int | None, as_zip: bool, quiet: bool) -> None:
     """Write a synthetic look-alike of CelebAMask-HQ at OUT (the real layout and file
     formats, photo-like JPEGs, overlapping masks, annotation files) for tests and trials."""
-    from pipeline.synth import generate_source, generate_zip
+    from celebamask.synth.generate import generate_source, generate_zip
 
     if as_zip:
         written = generate_zip(out, count, seed=seed, jobs=jobs, progress=not quiet)
@@ -311,7 +315,7 @@ def preview(store: str, indices: tuple[int, ...], out: Path, classes: str | None
     """Draw samples of STORE as a PNG: image | colour label | overlay per sample, with a legend
     of the store's class names and colours. INDEX is a dataset index (the N of N.jpg); without
     one, --count random samples are drawn."""
-    from pipeline.preview import random_rows, render_preview, rows_of_sample_ids
+    from celebamask.read.preview import random_rows, render_preview, rows_of_sample_ids
 
     opened = open_store(store, allow_incomplete=True, storage_options=parse_storage_options(storage_option))
     rows = rows_of_sample_ids(opened, indices) if indices else random_rows(opened, count, seed)
@@ -322,8 +326,8 @@ def preview(store: str, indices: tuple[int, ...], out: Path, classes: str | None
 
 
 def _log_to_stderr(level: int) -> None:
-    """The library logs under ``pipeline``; --verbose shows it (one handler, even if main runs again)."""
-    package_logger = logging.getLogger("pipeline")
+    """The library logs under ``celebamask``; --verbose shows it (one handler, even if main runs again)."""
+    package_logger = logging.getLogger("celebamask")
     for old in [h for h in package_logger.handlers if h.get_name() == "celebamask-cli"]:
         package_logger.removeHandler(old)
     handler = logging.StreamHandler(sys.stderr)

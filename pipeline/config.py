@@ -12,12 +12,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pipeline.classes import MASK_CLASS_NAMES
-from pipeline.errors import CelebaMaskError
+from celebamask.dataset import MASK_CLASS_NAMES
+from celebamask.errors import CelebaMaskError
 
 
 def _config_dir() -> Path:
-    """``configs/`` ships inside the package in a wheel (``pipeline/configs``); a source checkout
+    """``configs/`` ships inside the package in a wheel (``celebamask/configs``); a source checkout
     (the editable install of ``make venv``) keeps it beside the package."""
     package = Path(__file__).resolve().parent
     return package / "configs" if (package / "configs").is_dir() else package.parent / "configs"

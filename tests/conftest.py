@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.synth import generate_source
+from celebamask.synth.generate import generate_source
 
 SOURCE_COUNT = 24  # spans several shards at shard size 8 and two mask folders would need 2000+
 
@@ -28,7 +28,7 @@ def source_copy(synthetic_source: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def built_store(synthetic_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic source built with the default config, shard size 8, two jobs."""
-    from pipeline.build import build_store
+    from celebamask.build.orchestrator import build_store
 
     store = tmp_path_factory.mktemp("stores") / "default.zarr"
     build_store(synthetic_source, store, jobs=2, shard_size=8)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import zarr.storage._local as zarr_local
 
-import pipeline.chunks as chunks
-from pipeline.cli import main
+import celebamask.store.chunks as chunks
+from celebamask.cli import main
 
 CRASH_AT = int(os.environ.get("CRASH_AT", "0"))
 MODE = os.environ.get("CRASH_MODE", "before")

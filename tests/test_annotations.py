@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
@@ -11,12 +10,18 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-from pipeline import open_store
-from pipeline.annotations import load_annotations, parse_attributes, parse_mapping, parse_poses, split_of
-from pipeline.build import build_store
-from pipeline.cli import main
-from pipeline.errors import CelebaMaskError
-from pipeline.source import index_source, locate_source
+from celebamask import open_store
+from celebamask.build.orchestrator import build_store
+from celebamask.cli import main
+from celebamask.errors import CelebaMaskError
+from celebamask.sources.annotations import (
+    load_annotations,
+    parse_attributes,
+    parse_mapping,
+    parse_poses,
+    split_of,
+)
+from celebamask.sources.index import index_source, locate_source
 from tests.conftest import SOURCE_COUNT
 
 MAPPING = "CelebA-HQ-to-CelebA-mapping.txt"
@@ -169,7 +174,7 @@ def test_a_subset_copy_with_the_full_files_row_count_or_none_still_parses(caplog
     """A hold-out or sample cut from the real files keeps their count line (30000), or drops it:
     rows name their images, so only a missing row is an error."""
     body = b"A B  \r\n7.jpg  1 -1 \r\n29999.jpg -1  1\r\n"
-    with caplog.at_level("WARNING", logger="pipeline.annotations"):
+    with caplog.at_level("WARNING", logger="celebamask.sources.annotations"):
         names, rows = parse_attributes(b"30000\r\n" + body, "attr.txt")
     assert "attr.txt:1: says 30000 rows but the file has 2" in caplog.text
     assert names == ("A", "B") and rows[7].tolist() == [1, 0] and rows[29999].tolist() == [0, 1]
@@ -257,7 +262,7 @@ def test_class_columns_follow_label_values_after_resize_and_id_gaps(synthetic_so
 def test_verify_checks_class_counts_against_the_labels(built_store: Path, tmp_path: Path) -> None:
     import shutil
 
-    from pipeline.verify import verify_store
+    from celebamask.build.verify import verify_store
 
     copy = tmp_path / "copy.zarr"
     shutil.copytree(built_store, copy)

@@ -5,7 +5,7 @@ from pathlib import Path
 import zarr
 from click.testing import CliRunner
 
-from pipeline.cli import main
+from celebamask.cli import main
 
 
 def run(*args: str):

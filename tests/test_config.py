@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
-from pipeline.errors import CelebaMaskError
+from celebamask.config import load_config
+from celebamask.errors import CelebaMaskError
 from tests.reference import CONVENTIONS
 
 
@@ -78,10 +78,10 @@ def test_an_installed_wheel_finds_its_presets_and_attribute_map(tmp_path: Path) 
     (wheel,) = (tmp_path / "wheel").glob("celebamask-*.whl")
     installed = tmp_path / "installed"
     zipfile.ZipFile(wheel).extractall(installed)
-    check = ("import pipeline.config as c, pipeline.regions as r; "
+    check = ("import celebamask.config as c, celebamask.read.regions as r; "
              "print(c.load_config('official').path); print(r.load_attribute_regions().path)")
     result = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(installed)}, check=True)
     official, regions = result.stdout.split()
-    assert Path(official) == installed / "pipeline" / "configs" / "official.toml"
-    assert Path(regions) == installed / "pipeline" / "configs" / "attribute_regions.toml"
+    assert Path(official) == installed / "celebamask" / "configs" / "official.toml"
+    assert Path(regions) == installed / "celebamask" / "configs" / "attribute_regions.toml"

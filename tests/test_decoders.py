@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import pipeline.merge as merge
-import pipeline.resize as resize
-from pipeline.errors import CelebaMaskError
-from pipeline.merge import decode_mask, decode_mask_rows, decode_png_pixels
-from pipeline.resize import decode_image, decode_jpeg_reduced
+import celebamask.build.merge as merge
+import celebamask.build.resize as resize
+from celebamask.build.merge import decode_mask, decode_mask_rows, decode_png_pixels
+from celebamask.build.resize import decode_image, decode_jpeg_reduced
+from celebamask.errors import CelebaMaskError
 
 COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (L, LA, RGB, RGBA)
 

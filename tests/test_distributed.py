@@ -13,9 +13,9 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-from pipeline import open_store
-from pipeline.build import build_store
-from pipeline.cli import main
+from celebamask import open_store
+from celebamask.build.orchestrator import build_store
+from celebamask.cli import main
 
 
 def run(*args: str):
@@ -64,7 +64,7 @@ def test_scheduler_address_runs_the_build_on_that_cluster(synthetic_source: Path
         result = run("build", synthetic_source, store, "--scheduler", cluster.scheduler_address, "--shard-size", "4",
                      "--limit", "16", "--quiet")
         assert result.exit_code == 0, result.output
-        ran_on_workers = client.run(lambda: __import__("sys").modules.get("pipeline.worker") is not None)
+        ran_on_workers = client.run(lambda: __import__("sys").modules.get("celebamask.build.worker") is not None)
     assert len(ran_on_workers) == 2 and any(ran_on_workers.values())  # the tasks ran on the cluster's workers
     assert_same_store(open_store(store), open_store(local_build))
     assert open_store(store).provenance["run_options"]["backend"] == "dask"
@@ -83,7 +83,7 @@ def test_dask_local_failure_is_one_line_even_with_port_8787_taken(source_copy: P
     command = ["build", str(source_copy), str(tmp_path / "s.zarr"), "--dask-local", "2", "--shard-size", "4",
                "--limit", "8", "--quiet"]
     try:
-        result = subprocess.run([sys.executable, "-m", "pipeline.cli", *command], capture_output=True, text=True,
+        result = subprocess.run([sys.executable, "-m", "celebamask.cli", *command], capture_output=True, text=True,
                                 timeout=300, check=False)
     finally:
         taken.close()
@@ -188,7 +188,7 @@ def test_s3_store_feeds_stats_preview_and_torch_workers(synthetic_source: Path, 
     assert picture.read_bytes().startswith(b"\x89PNG")
 
     torch = pytest.importorskip("torch", reason="torch is not installed (make venv installs the CPU wheel)")
-    from pipeline.torch import CelebAMaskDataset
+    from celebamask.torch import CelebAMaskDataset
 
     local_labels = open_store(local_build).group["label"][:8]
     for dataset in (CelebAMaskDataset(url, storage_options=s3_server),

@@ -13,8 +13,14 @@ import pytest
 import zarr
 from PIL import Image
 
-from pipeline.build import build_store
-from tests.reference import CONVENTIONS, mask_path, psnr, reference_image, reference_label
+from celebamask.build.orchestrator import build_store
+from tests.reference import (
+    CONVENTIONS,
+    mask_path,
+    psnr,
+    reference_image,
+    reference_label,
+)
 
 # synthetic sample -> its index in the hold-out (folders 0, 1 and 14)
 HOLDOUT = {0: 29999, 1: 2000, 2: 1999, 3: 7}

@@ -13,9 +13,13 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline import open_store
-from pipeline.errors import CelebaMaskError
-from tests.annotation_like import ATTRIBUTE_NAMES, SPLIT_NAMES, copy_with_annotation_like_arrays
+from celebamask import open_store
+from celebamask.errors import CelebaMaskError
+from tests.annotation_like import (
+    ATTRIBUTE_NAMES,
+    SPLIT_NAMES,
+    copy_with_annotation_like_arrays,
+)
 from tests.conftest import SOURCE_COUNT
 from tests.reference import CONVENTIONS
 
@@ -30,11 +34,11 @@ def annotated_store(built_store: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 def test_plain_xarray_and_dask_read_the_store_without_this_package(built_store: Path) -> None:
-    # A fresh interpreter in which `import pipeline` fails: only xarray, dask and zarr are used.
+    # A fresh interpreter in which `import celebamask` fails: only xarray, dask and zarr are used.
     script = textwrap.dedent(
         """
         import json, sys
-        sys.modules["pipeline"] = None
+        sys.modules["celebamask"] = None
         import dask.array as da, numpy as np, xarray as xr, zarr
         store = sys.argv[1]
         ds = xr.open_zarr(store, consolidated=False)
@@ -78,8 +82,8 @@ def test_plain_xarray_and_dask_read_the_store_without_this_package(built_store: 
 
 def test_fill_values_are_not_turned_into_nan(tmp_path: Path) -> None:
     """Black pixels equal the image fill (0) and unwritten labels the label fill (255): both stay uint8."""
-    from pipeline.config import load_config
-    from pipeline.store import create_store
+    from celebamask.config import load_config
+    from celebamask.store.layout import create_store
 
     path = tmp_path / "unwritten.zarr"
     create_store(path, [4, 9], load_config("default"), 2, {})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
+from celebamask.cli import main
 
 
 def run(*args: str):
@@ -17,7 +17,7 @@ def run(*args: str):
 
 @pytest.fixture
 def restore_package_logger():
-    package_logger = logging.getLogger("pipeline")
+    package_logger = logging.getLogger("celebamask")
     handlers, level = list(package_logger.handlers), package_logger.level
     yield
     package_logger.handlers[:] = handlers
@@ -27,15 +27,15 @@ def restore_package_logger():
 @pytest.mark.usefixtures("restore_package_logger")
 def test_verbose_shows_the_library_log(synthetic_source: Path, tmp_path: Path) -> None:
     quiet = run("build", str(synthetic_source), str(tmp_path / "q.zarr"), "--limit", "2", "--jobs", "1", "--quiet")
-    assert quiet.exit_code == 0 and "pipeline.build" not in quiet.output
+    assert quiet.exit_code == 0 and "celebamask.build.orchestrator" not in quiet.output
     loud = run("-v", "build", str(synthetic_source), str(tmp_path / "v.zarr"), "--limit", "2", "--jobs", "1", "--quiet")
     assert loud.exit_code == 0, loud.output
-    assert "INFO pipeline.build: indexed" in loud.stderr and "complete" in loud.stderr
+    assert "INFO celebamask.build.orchestrator: indexed" in loud.stderr and "complete" in loud.stderr
     assert "DEBUG" not in loud.stderr
     details = run("-vv", "build", str(synthetic_source), str(tmp_path / "d.zarr"), "--limit", "2", "--jobs", "1",
                   "--quiet")
-    assert details.stderr.count("INFO pipeline.build: indexed") == 1  # one handler, not one per run
-    assert "DEBUG pipeline.build" in details.stderr
+    assert details.stderr.count("INFO celebamask.build.orchestrator: indexed") == 1  # one handler, not one per run
+    assert "DEBUG celebamask.build.orchestrator" in details.stderr
 
 
 def test_build_and_verify_show_progress_unless_quiet(synthetic_source: Path, tmp_path: Path) -> None:

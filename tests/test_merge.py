@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.config import load_config
-from pipeline.errors import CelebaMaskError
-from pipeline.merge import decode_mask, paint_label
-from pipeline.source import index_source, locate_source
-from pipeline.worker import build_sample
+from celebamask.build.merge import decode_mask, paint_label
+from celebamask.build.worker import build_sample
+from celebamask.config import load_config
+from celebamask.errors import CelebaMaskError
+from celebamask.sources.index import index_source, locate_source
 from tests.reference import CONVENTIONS, reference_label
 
 
@@ -115,7 +115,7 @@ def _names(label: np.ndarray, convention: str) -> np.ndarray:
 
 
 def test_class_areas_counting_only_the_ids_a_map_can_hold_matches_a_full_count() -> None:
-    from pipeline.worker import class_areas
+    from celebamask.build.worker import class_areas
 
     rng = np.random.default_rng(3)
     for held in ([18], [18, 0, 16], [18, *range(18)]):
@@ -127,7 +127,7 @@ def test_class_areas_counting_only_the_ids_a_map_can_hold_matches_a_full_count()
 
 
 def test_class_areas_counts_each_class_in_its_rows_only() -> None:
-    from pipeline.worker import class_areas
+    from celebamask.build.worker import class_areas
 
     label = np.full((64, 64), 18, dtype=np.uint8)
     label[10:20, 5:9] = 3
@@ -139,7 +139,7 @@ def test_class_areas_counts_each_class_in_its_rows_only() -> None:
 
 
 def test_class_areas_refuses_a_value_outside_the_ids_given() -> None:
-    from pipeline.worker import class_areas
+    from celebamask.build.worker import class_areas
 
     label = np.full((8, 8), 18, dtype=np.uint8)
     label[0, 0] = 16  # hair, but the sample had no hair mask

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import zarr
 
-from pipeline import open_store
-from pipeline.errors import CelebaMaskError
+from celebamask import open_store
+from celebamask.errors import CelebaMaskError
 
 
 @pytest.mark.parametrize("removed", [("image", "label", "sample_id"), ("sample_id",)])

@@ -11,11 +11,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline import open_store
-from pipeline.build import build_store
-from pipeline.cli import main
-from pipeline.codecs import parse_image_codec, rgb_gradient_decode, rgb_gradient_encode
-from pipeline.errors import CelebaMaskError
+from celebamask import open_store
+from celebamask.build.orchestrator import build_store
+from celebamask.cli import main
+from celebamask.errors import CelebaMaskError
+from celebamask.store.codecs import (
+    parse_image_codec,
+    rgb_gradient_decode,
+    rgb_gradient_encode,
+)
 from tests.reference import psnr
 
 CORE_V3_CODECS = {"bytes", "transpose", "zstd", "blosc", "crc32c", "sharding_indexed"}
@@ -68,7 +72,7 @@ def test_jpeg_preset_is_within_psnr_bound(lossless_store: Path, synthetic_source
 
 
 def test_plain_zarr_reads_the_compact_preset_in_a_fresh_process(synthetic_source: Path, tmp_path: Path) -> None:
-    """The codec reaches zarr through the package's entry points, without importing pipeline."""
+    """The codec reaches zarr through the package's entry points, without importing celebamask."""
     compact = build(synthetic_source, tmp_path / "compact.zarr", "lossless-compact")
     script = ("import sys, zarr; a = zarr.open_group(sys.argv[1], mode='r')['image'][3]; "
               "print(a.shape, int(a.astype('int64').sum()))")

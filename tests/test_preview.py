@@ -8,9 +8,9 @@ import zarr
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline import open_store
-from pipeline.cli import main
-from pipeline.preview import GAP, OTHER_COLOR, TEXT_HEIGHT, render_preview
+from celebamask import open_store
+from celebamask.cli import main
+from celebamask.read.preview import GAP, OTHER_COLOR, TEXT_HEIGHT, render_preview
 
 
 def run(*args: str):

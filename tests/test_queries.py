@@ -11,13 +11,19 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-from pipeline import open_store
-from pipeline.classes import MASK_CLASS_NAMES
-from pipeline.cli import main
-from pipeline.errors import CelebaMaskError
-from pipeline.regions import ATTRIBUTE_REGIONS_PATH, load_attribute_regions
+from celebamask import open_store
+from celebamask.cli import main
+from celebamask.dataset import MASK_CLASS_NAMES
+from celebamask.errors import CelebaMaskError
+from celebamask.read.regions import ATTRIBUTE_REGIONS_PATH, load_attribute_regions
 from tests.conftest import SOURCE_COUNT
-from tests.test_annotations import ATTRIBUTES, DEFAULT_IDS, read_mapping, read_table, split_name
+from tests.test_annotations import (
+    ATTRIBUTES,
+    DEFAULT_IDS,
+    read_mapping,
+    read_table,
+    split_name,
+)
 
 
 @pytest.fixture(scope="module")

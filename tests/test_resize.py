@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.errors import CelebaMaskError
-from pipeline.resize import decode_image, resize_label
+from celebamask.build.resize import decode_image, resize_label
+from celebamask.errors import CelebaMaskError
 from tests.reference import psnr, reference_image
 
 

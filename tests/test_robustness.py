@@ -19,11 +19,11 @@ import zarr
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline import open_store
-from pipeline.build import build_store
-from pipeline.cli import main
-from pipeline.errors import CelebaMaskError
-from pipeline.synth import generate_zip
+from celebamask import open_store
+from celebamask.build.orchestrator import build_store
+from celebamask.cli import main
+from celebamask.errors import CelebaMaskError
+from celebamask.synth.generate import generate_zip
 from tests.reference import reference_label
 
 MASKS = "CelebAMask-HQ-mask-anno/0"
@@ -65,7 +65,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_build(
     synthetic_source: Path, clean_build: Path, tmp_path: Path, kill_after_shards: int
 ) -> None:
     store = tmp_path / "killed.zarr"
-    command = [sys.executable, "-m", "pipeline.cli", "build", str(synthetic_source), str(store),
+    command = [sys.executable, "-m", "celebamask.cli", "build", str(synthetic_source), str(store),
                "--shard-size", "2", "--jobs", "2", "--quiet"]
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -341,9 +341,9 @@ def test_disk_full_is_clear_and_resumable(synthetic_source: Path, tmp_path: Path
                 raise OSError(errno.ENOSPC, "No space left on device")
         return await real_set(self, key, value)
 
-    import pipeline.chunks
+    import celebamask.store.chunks
 
-    real_write_file = pipeline.chunks.write_file
+    real_write_file = celebamask.store.chunks.write_file
 
     def write_file_until_full(path, parts):  # type: ignore[no-untyped-def]  # the direct shard writer
         if f"{os.sep}image{os.sep}c{os.sep}" in path:
@@ -353,7 +353,7 @@ def test_disk_full_is_clear_and_resumable(synthetic_source: Path, tmp_path: Path
         return real_write_file(path, parts)
 
     monkeypatch.setattr(LocalStore, "set", set_until_full)
-    monkeypatch.setattr(pipeline.chunks, "write_file", write_file_until_full)
+    monkeypatch.setattr(celebamask.store.chunks, "write_file", write_file_until_full)
     store = tmp_path / "full.zarr"
     result = run("build", synthetic_source, store, "--jobs", "1", "--shard-size", "2", "--quiet")
     assert result.exit_code == 1
@@ -362,7 +362,7 @@ def test_disk_full_is_clear_and_resumable(synthetic_source: Path, tmp_path: Path
     assert zarr.open_group(store, mode="r").attrs["complete"] is False
 
     monkeypatch.setattr(LocalStore, "set", real_set)
-    monkeypatch.setattr(pipeline.chunks, "write_file", real_write_file)
+    monkeypatch.setattr(celebamask.store.chunks, "write_file", real_write_file)
     resumed = run("build", synthetic_source, store, "--jobs", "1", "--shard-size", "2", "--resume", "--quiet")
     assert resumed.exit_code == 0, resumed.output
     assert_same_arrays(store, clean_build)
@@ -404,7 +404,7 @@ def test_a_bad_sample_met_by_parallel_workers_gives_one_line(source_copy: Path, 
     mask = source_copy / MASKS / "00016_skin.png"
     good = mask.read_bytes()
     mask.write_bytes(truncated(good))
-    command = [sys.executable, "-m", "pipeline.cli", "build", str(source_copy), "", "--shard-size", "2", "--jobs", "2", "--quiet"]
+    command = [sys.executable, "-m", "celebamask.cli", "build", str(source_copy), "", "--shard-size", "2", "--jobs", "2", "--quiet"]
     for attempt in range(3):  # what it guards against happened in about half the runs
         store = tmp_path / f"s{attempt}.zarr"
         command[5] = str(store)

@@ -1,4 +1,4 @@
-"""The direct shard writer and row reader (pipeline/shards.py) agree with zarr in both directions."""
+"""The direct shard writer and row reader (pipeline/store/shards.py) agree with zarr in both directions."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import zarr
 
-import pipeline.build as build_module
-import pipeline.store as store_module
-from pipeline import open_store
-from pipeline.build import build_store
-from pipeline.errors import CelebaMaskError
-from pipeline.shards import RowReader
+import celebamask.build.orchestrator as build_module
+import celebamask.store.layout as store_module
+from celebamask import open_store
+from celebamask.build.orchestrator import build_store
+from celebamask.errors import CelebaMaskError
+from celebamask.store.shards import RowReader
 
 PRESETS = ["lossless", "lossless-compact", "jpeg:90"]
 
@@ -58,8 +58,8 @@ def test_direct_writer_and_zarr_writer_store_the_same_values(
 
 
 def test_shard_workers_never_import_zarr() -> None:
-    """Worker processes start fast because the task's module needs no zarr (pipeline/worker.py)."""
-    code = "import sys, pipeline.worker, pipeline.chunks; sys.exit('zarr' in sys.modules)"
+    """Worker processes start fast because the task's module needs no zarr (pipeline/build/worker.py)."""
+    code = "import sys, celebamask.build.worker, celebamask.store.chunks; sys.exit('zarr' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -81,8 +81,8 @@ def test_a_damaged_chunk_is_reported_not_decoded(synthetic_source: Path, tmp_pat
 
 
 def test_unwritten_shards_read_as_fill(synthetic_source: Path, tmp_path: Path) -> None:
-    from pipeline.config import load_config
-    from pipeline.store import create_store
+    from celebamask.config import load_config
+    from celebamask.store.layout import create_store
 
     create_store(tmp_path / "empty.zarr", [0, 1, 2], load_config("default"), 2, {})
     store = open_store(tmp_path / "empty.zarr", allow_incomplete=True)
@@ -96,7 +96,7 @@ def test_workers_reuse_freed_memory_instead_of_faulting_in_new_pages() -> None:
     without the setting glibc maps and unmaps them, touching fresh pages every time."""
     code = (
         "import resource, sys, numpy as np\n"
-        "from pipeline.worker import reuse_freed_memory\n"
+        "from celebamask.build.worker import reuse_freed_memory\n"
         "if sys.argv[1] == 'reuse': reuse_freed_memory()\n"
         "np.ones(1 << 18)\n"  # a first allocation and free of that size
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"

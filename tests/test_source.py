@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.classes import MASK_CLASS_NAMES
-from pipeline.errors import CelebaMaskError
-from pipeline.source import index_source, locate_source
+from celebamask.dataset import MASK_CLASS_NAMES
+from celebamask.errors import CelebaMaskError
+from celebamask.sources.index import index_source, locate_source
 from tests.conftest import SOURCE_COUNT
 
 
@@ -94,7 +94,7 @@ def test_a_folder_that_is_not_the_dataset_says_what_was_looked_for(tmp_path: Pat
 
 def test_a_home_relative_path_is_expanded(synthetic_source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The Python API, like a shell, reads ``~/…`` as the home folder (source and store alike)."""
-    from pipeline.location import as_target
+    from celebamask.store.location import as_target
 
     monkeypatch.setenv("HOME", str(synthetic_source.parent))
     assert locate_source(f"~/{synthetic_source.name}").location == str(synthetic_source)

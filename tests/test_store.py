@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline import open_store
-from pipeline.build import build_store
-from pipeline.errors import CelebaMaskError
+from celebamask import open_store
+from celebamask.build.orchestrator import build_store
+from celebamask.errors import CelebaMaskError
 from tests.conftest import SOURCE_COUNT
 from tests.reference import CONVENTIONS, psnr, reference_image, reference_label
 
@@ -130,8 +130,8 @@ def test_failed_build_leaves_an_incomplete_store_that_says_so(source_copy: Path,
 
 
 def test_unwritten_labels_read_as_fill_not_as_a_class(synthetic_source: Path, tmp_path: Path) -> None:
-    from pipeline.config import load_config
-    from pipeline.store import create_store
+    from celebamask.config import load_config
+    from celebamask.store.layout import create_store
 
     create_store(tmp_path / "empty.zarr", [0, 1], load_config("face-parsing"), 2, {})
     store = open_store(tmp_path / "empty.zarr", allow_incomplete=True)

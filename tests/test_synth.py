@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.classes import MASK_CLASS_NAMES
-from pipeline.synth import CELEBA_ATTRIBUTE_NAMES, PUBLISHED_PRESENCE, generate_source
+from celebamask.dataset import MASK_CLASS_NAMES
+from celebamask.synth.generate import (
+    CELEBA_ATTRIBUTE_NAMES,
+    PUBLISHED_PRESENCE,
+    generate_source,
+)
 
 REALISM_COUNT = 200
 MASK_NAME = re.compile(r"^(\d{5})_([a-z_]+)\.png$")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline import open_store
-from pipeline.errors import CelebaMaskError
+from celebamask import open_store
+from celebamask.errors import CelebaMaskError
 from tests.annotation_like import copy_with_annotation_like_arrays
 from tests.conftest import SOURCE_COUNT
 from tests.reference import CONVENTIONS
@@ -16,7 +16,7 @@ from tests.reference import CONVENTIONS
 torch = pytest.importorskip("torch", reason="torch is not installed (make venv installs the CPU wheel)")
 from torch.utils.data import DataLoader  # noqa: E402
 
-from pipeline.torch import CelebAMaskDataset  # noqa: E402
+from celebamask.torch import CelebAMaskDataset  # noqa: E402
 
 INVALID_ROWS = (2, 13)
 

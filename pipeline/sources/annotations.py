@@ -17,27 +17,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import zarr
 
-from pipeline.errors import CelebaMaskError
-from pipeline.source import ANNOTATION_FILES, SourceRef
-from pipeline.store import create_whole_array
+from celebamask.dataset import (
+    ANNOTATION_FILES,
+    ATTRIBUTE_FILE,
+    CELEBA_IMAGE_COUNT,
+    MAPPING_FILE,
+    POSE_FILE,
+    POSE_NAMES,
+    SPLIT_STARTS,
+)
+from celebamask.errors import CelebaMaskError
+from celebamask.sources.index import SourceRef
 
-MAPPING_FILE, ATTRIBUTE_FILE, POSE_FILE = ANNOTATION_FILES
 log = logging.getLogger(__name__)
-
-CELEBA_IMAGE_COUNT = 202599
-# g_partition.py: train orig_idx < 162771, val < 182638, test the rest.
-SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
-SPLIT_STARTS: tuple[int, ...] = (0, 162771, 182638)
-POSE_NAMES: tuple[str, ...] = ("yaw", "pitch", "roll")  # the file's header says "Yaw Pitch Raw"
-
-# Arrays the coordinator writes from the annotation files, and the file each comes from.
-ARRAYS_BY_FILE: dict[str, tuple[str, ...]] = {
-    MAPPING_FILE: ("celeba_index", "celeba_file", "split"),
-    ATTRIBUTE_FILE: ("attributes",),
-    POSE_FILE: ("pose",),
-}
 
 _PLUS_MINUS_ONE = frozenset({"1", "-1"})
 _IMAGE_NAME = re.compile(r"^(\d+)\.jpg$", re.IGNORECASE)  # both CelebAMask-HQ's and CelebA's files
@@ -281,30 +274,3 @@ def load_annotations(ref: SourceRef, files_present: dict[str, str], sample_ids: 
                 bad.append((None, error))
     result.problems = bad or []
     return result
-
-
-def write_annotation_arrays(group: zarr.Group, annotations: Annotations) -> list[str]:
-    """Write the arrays of the files that were present, each whole in one chunk; return their names."""
-    written: list[str] = []
-    if annotations.celeba_index is not None and annotations.celeba_file is not None:
-        create_whole_array(group, "celeba_index", annotations.celeba_index, (), -1,
-                           {"description": "0-based index into CelebA's 202,599 images (orig_idx)"})
-        # Zarr's variable-length "string" type: zarr-python and xarray read it as text without custom
-        # code. tensorstore reads no Zarr string type; there the name is f"{celeba_index + 1:06d}.jpg".
-        create_whole_array(group, "celeba_file", annotations.celeba_file, (), "",
-                           {"description": "CelebA file name (orig_file, 1-based: celeba_index + 1)"})
-        create_whole_array(group, "split", annotations.split, (), 255,  # type: ignore[arg-type]
-                           {"names": list(SPLIT_NAMES), "thresholds": list(SPLIT_STARTS),
-                            "description": "g_partition.py split by celeba_index: names[value]"})
-        written += ["celeba_index", "celeba_file", "split"]
-    if annotations.attributes is not None:
-        create_whole_array(group, "attributes", annotations.attributes, ("attribute",), -1,
-                           {"names": list(annotations.attribute_names),
-                            "description": "CelebA attributes: 1 present, 0 absent (the file's 1 / -1)"})
-        written.append("attributes")
-    if annotations.pose is not None:
-        # Dimension "angle", not "pose": xarray takes an array named like its dimension for a coordinate.
-        create_whole_array(group, "pose", annotations.pose, ("angle",), float("nan"),
-                           {"names": list(POSE_NAMES), "units": "degrees"})
-        written.append("pose")
-    return written

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.config import MASK_SIZE, ClassConfig
-from pipeline.errors import CelebaMaskError
-from pipeline.prediction import running_sum_along, running_sum_down
+from celebamask.config import MASK_SIZE, ClassConfig
+from celebamask.errors import CelebaMaskError
+from celebamask.store.prediction import running_sum_along, running_sum_down
 
 try:  # the fast path; without it every mask goes through Pillow
     import deflate

@@ -16,8 +16,8 @@ import io
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.config import MASK_SIZE
-from pipeline.errors import CelebaMaskError
+from celebamask.config import MASK_SIZE
+from celebamask.errors import CelebaMaskError
 
 # libjpeg's warnings about missing or damaged data (simplejpeg raises them with strict=True)
 _LIBJPEG_DAMAGE_WARNINGS = ("Premature end of JPEG file", "Corrupt JPEG data")

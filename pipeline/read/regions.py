@@ -13,31 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
-from pipeline.classes import MASK_CLASS_NAMES
-from pipeline.config import CONFIG_DIR, ClassConfig
-from pipeline.errors import CelebaMaskError
-from pipeline.store import create_row_array
+from celebamask.config import CONFIG_DIR
+from celebamask.dataset import MASK_CLASS_NAMES
+from celebamask.errors import CelebaMaskError
+from celebamask.store.layout import CLASS_ARRAYS, class_column_names  # noqa: F401 - re-exported for readers
 
-CLASS_ARRAYS = ("class_present", "class_area")
 ATTRIBUTE_REGIONS_PATH = CONFIG_DIR / "attribute_regions.toml"
-
-
-def class_column_names(config: ClassConfig) -> list[str]:
-    """Column k ↔ label value k, for k = 0 … max class id; ids the table skips are ``unused_<k>``."""
-    names = {info.id: info.name for info in config.classes}
-    return [names.get(k, f"unused_{k}") for k in range(config.max_id + 1)]
-
-
-def create_class_arrays(group: zarr.Group, config: ClassConfig, count: int, shard_size: int) -> None:
-    """Created by the coordinator, filled by the shard workers with their own rows."""
-    columns = class_column_names(config)
-    meaning = "column k counts label value k in the stored label map (background included)"
-    create_row_array(group, "class_present", count, shard_size, (len(columns),), "bool", False, ("class",),
-                     {"names": columns, "description": f"label value k occurs; {meaning}"})
-    create_row_array(group, "class_area", count, shard_size, (len(columns),), "uint32", 0, ("class",),
-                     {"names": columns, "description": f"pixels; {meaning}"})
 
 
 # --------------------------------------------------------------------------- attributes → regions

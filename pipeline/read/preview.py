@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.config import LABEL_FILL
-from pipeline.errors import CelebaMaskError
-from pipeline.reader import CelebAMaskStore
+from celebamask.config import LABEL_FILL
+from celebamask.errors import CelebaMaskError
+from celebamask.read.reader import CelebAMaskStore
 
 PANELS = ("image", "label", "overlay")
 OTHER_COLOR = (96, 96, 96)  # classes left out with ``classes=``

@@ -17,7 +17,7 @@ import zarr
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
-from pipeline.errors import CelebaMaskError
+from celebamask.errors import CelebaMaskError
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.errors import CelebaMaskError
+from celebamask.errors import CelebaMaskError
 
 if TYPE_CHECKING:
     import xarray
 
-    from pipeline.reader import CelebAMaskStore
+    from celebamask.read.reader import CelebAMaskStore
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from joblib import Parallel, delayed, effective_n_jobs
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from pipeline.classes import MASK_CLASS_NAMES
+from celebamask.dataset import MASK_CLASS_NAMES
 
 IMAGE_DIR = "CelebA-HQ-img"
 MASK_DIR = "CelebAMask-HQ-mask-anno"
@@ -154,7 +154,7 @@ def generate_source(out: Path | str, count: int, seed: int = 0, jobs: int | None
     _write_attributes(root / ATTRIBUTE_FILE, records)
     _write_poses(root / POSE_FILE, records)
     (root / README_FILE).write_text(
-        f"SYNTHETIC CelebAMask-HQ look-alike written by pipeline.synth (count={count}, seed={seed}).\n"
+        f"SYNTHETIC CelebAMask-HQ look-alike written by celebamask.synth (count={count}, seed={seed}).\n"
         "Same layout, file formats and class statistics as the real dataset, but every face,\n"
         "mask and annotation is generated; it contains no real data.\n"
     )

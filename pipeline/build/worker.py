@@ -1,7 +1,7 @@
 """What one parallel task does: read, merge and resize one shard's samples, then write that shard.
 
 Worker processes import this module and nothing of zarr: for a local store the coordinator
-hands each task plain :class:`~pipeline.chunks.RowFiles` descriptions, so a worker starts in
+hands each task plain :class:`~celebamask.store.chunks.RowFiles` descriptions, so a worker starts in
 about a third of the time (zarr's import alone costs more than numpy's). Only a store at a URL
 (s3://, …) makes the worker write through zarr, importing it then.
 """
@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
-from pipeline.chunks import RowFiles, RowWriter, cannot_write_shard
-from pipeline.config import LABEL_FILL, MASK_SIZE, ClassConfig
-from pipeline.errors import CelebaMaskError
-from pipeline.merge import decode_mask_rows, paint_label
-from pipeline.resize import decode_image, resize_label
-from pipeline.source import Sample, SourceFiles, SourceRef
+from celebamask.build.merge import decode_mask_rows, paint_label
+from celebamask.build.resize import decode_image, resize_label
+from celebamask.config import LABEL_FILL, MASK_SIZE, ClassConfig
+from celebamask.errors import CelebaMaskError
+from celebamask.sources.index import Sample, SourceFiles, SourceRef
+from celebamask.store.chunks import RowFiles, RowWriter, cannot_write_shard
 
 if TYPE_CHECKING:
-    from pipeline.location import StoreTarget
+    from celebamask.store.location import StoreTarget
 
 OnError = Literal["fail", "skip"]
 # The arrays a shard task writes its rows of (the coordinator describes their files for it).
@@ -185,7 +185,7 @@ class _StagedShard:
         self.images[row], self.labels[row] = image, label
 
     def write(self, small_rows: dict[str, np.ndarray]) -> None:
-        from pipeline.store import write_shard
+        from celebamask.store.layout import write_shard
 
         write_shard(self.store, self.start, {"image": self.images, "label": self.labels, **small_rows})
 

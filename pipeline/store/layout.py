@@ -18,12 +18,16 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from pipeline.chunks import PARTIAL_SUFFIX, cannot_write_shard
-from pipeline.codecs import DEFAULT_IMAGE_CODEC, image_array_codecs, parse_image_codec
-from pipeline.config import LABEL_FILL, ClassConfig
-from pipeline.errors import CelebaMaskError
-from pipeline.location import StoreTarget, as_target
-from pipeline.shards import row_files
+from celebamask.config import LABEL_FILL, ClassConfig
+from celebamask.errors import CelebaMaskError
+from celebamask.store.chunks import PARTIAL_SUFFIX, cannot_write_shard
+from celebamask.store.codecs import (
+    DEFAULT_IMAGE_CODEC,
+    image_array_codecs,
+    parse_image_codec,
+)
+from celebamask.store.location import StoreTarget, as_target
+from celebamask.store.shards import row_files
 
 LAYOUT = "celebamask/1"  # bump when the arrays or attributes change meaning
 LABEL_ZSTD_LEVEL = 1  # label maps: level 1 is as small as 5 (3.5 KB) and 3x faster
@@ -72,7 +76,7 @@ def create_store(
 ) -> zarr.Group:
     """Write all metadata (``complete: false``) and ``sample_id``; images and labels come later by shard.
 
-    ``image_codec`` is a preset of pipeline/codecs.py (``lossless``, ``lossless-compact``, ``jpeg:Q``).
+    ``image_codec`` is a preset of pipeline/store/codecs.py (``lossless``, ``lossless-compact``, ``jpeg:Q``).
     """
     count, size = len(sample_ids), config.size
     image_codecs = image_array_codecs(parse_image_codec(image_codec))
@@ -288,3 +292,22 @@ def metadata_digest(path: StoreTarget | str | Path, keys: Sequence[str] | None =
 
 def bytes_on_disk(path: StoreTarget | str | Path) -> int:
     return as_target(path).nbytes()
+
+
+CLASS_ARRAYS = ("class_present", "class_area")
+
+
+def class_column_names(config: ClassConfig) -> list[str]:
+    """Column k ↔ label value k, for k = 0 … max class id; ids the table skips are ``unused_<k>``."""
+    names = {info.id: info.name for info in config.classes}
+    return [names.get(k, f"unused_{k}") for k in range(config.max_id + 1)]
+
+
+def create_class_arrays(group: zarr.Group, config: ClassConfig, count: int, shard_size: int) -> None:
+    """Created by the coordinator, filled by the shard workers with their own rows."""
+    columns = class_column_names(config)
+    meaning = "column k counts label value k in the stored label map (background included)"
+    create_row_array(group, "class_present", count, shard_size, (len(columns),), "bool", False, ("class",),
+                     {"names": columns, "description": f"label value k occurs; {meaning}"})
+    create_row_array(group, "class_area", count, shard_size, (len(columns),), "uint32", 0, ("class",),
+                     {"names": columns, "description": f"pixels; {meaning}"})

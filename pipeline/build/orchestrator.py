@@ -24,18 +24,18 @@ from typing import Any, Literal
 import zarr
 from joblib import Parallel, delayed, parallel_config
 
-from pipeline.annotations import BadLines, load_annotations, write_annotation_arrays
-from pipeline.chunks import RowFiles
-from pipeline.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
-from pipeline.config import ClassConfig, load_config
-from pipeline.errors import CelebaMaskError
-from pipeline.location import StoreTarget, as_target
-from pipeline.regions import create_class_arrays
-from pipeline.shards import row_files
-from pipeline.source import Sample, SourceIndex, index_source, locate_source
-from pipeline.store import (
+from celebamask.build.arrays import write_annotation_arrays
+from celebamask.build.worker import ROW_ARRAYS, OnError, build_shard, worker_ready
+from celebamask.config import ClassConfig, load_config
+from celebamask.errors import CelebaMaskError
+from celebamask.sources.annotations import BadLines, load_annotations
+from celebamask.sources.index import Sample, SourceIndex, index_source, locate_source
+from celebamask.store.chunks import RowFiles
+from celebamask.store.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
+from celebamask.store.layout import (
     bytes_on_disk,
     check_target,
+    create_class_arrays,
     create_progress_arrays,
     create_store,
     creation_state,
@@ -45,7 +45,8 @@ from pipeline.store import (
     mark_shard_done,
     remove_partial_writes,
 )
-from pipeline.worker import ROW_ARRAYS, OnError, build_shard, worker_ready
+from celebamask.store.location import StoreTarget, as_target
+from celebamask.store.shards import row_files
 
 DEFAULT_SHARD_SIZE = 64
 log = logging.getLogger(__name__)

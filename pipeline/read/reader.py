@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import zarr
 
-from pipeline.config import ClassInfo
-from pipeline.errors import CelebaMaskError
-from pipeline.location import as_target
-from pipeline.queries import AnnotationQueries
-from pipeline.shards import RowReader, read_rows
-from pipeline.store import creation_state
+from celebamask.config import ClassInfo
+from celebamask.errors import CelebaMaskError
+from celebamask.read.queries import AnnotationQueries
+from celebamask.store.layout import creation_state
+from celebamask.store.location import as_target
+from celebamask.store.shards import RowReader, read_rows
 
 
 class CelebAMaskStore(AnnotationQueries):
@@ -76,7 +76,7 @@ class CelebAMaskStore(AnnotationQueries):
         return {"image": images, "label": labels, "sample_id": self._sample_id_values()[start:stop].copy()}
 
     def _read_row(self, array: zarr.Array, row: int) -> np.ndarray:
-        """One chunk by one file read (pipeline/shards.py); zarr's per-call machinery costs more than the decode."""
+        """One chunk by one file read (pipeline/store/shards.py); zarr's per-call machinery costs more than the decode."""
         if array.path not in self._row_readers:
             self._row_readers[array.path] = RowReader(array)
         return self._row_readers[array.path](row)
@@ -104,7 +104,7 @@ class CelebAMaskStore(AnnotationQueries):
         name of each label value) and the ``names`` attribute of any array. Keyword arguments go
         to ``xarray.open_zarr``, e.g. ``chunks={"sample": 64}`` for one dask task per shard.
         """
-        from pipeline.labelled import to_xarray
+        from celebamask.read.xarray import to_xarray
 
         return to_xarray(self, **open_zarr_kwargs)
 

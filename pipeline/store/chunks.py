@@ -18,8 +18,8 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
-from pipeline.errors import CelebaMaskError
-from pipeline.prediction import (
+from celebamask.errors import CelebaMaskError
+from celebamask.store.prediction import (
     RGB_GRADIENT_CODEC,
     rgb_gradient_decode,
     rgb_gradient_encode,

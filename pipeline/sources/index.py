@@ -15,17 +15,12 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from pipeline.classes import IGNORED_MASK_NAMES, MASK_CLASS_NAMES
-from pipeline.errors import CelebaMaskError
+from celebamask.dataset import ANNOTATION_FILES, IGNORED_MASK_NAMES, MASK_CLASS_NAMES
+from celebamask.errors import CelebaMaskError
 
 IMAGE_DIR = "CelebA-HQ-img"
 MASK_DIR = "CelebAMask-HQ-mask-anno"
 DATASET_DIR = "CelebAMask-HQ"
-ANNOTATION_FILES = (
-    "CelebA-HQ-to-CelebA-mapping.txt",
-    "CelebAMask-HQ-attribute-anno.txt",
-    "CelebAMask-HQ-pose-anno.txt",
-)
 IMAGE_NAME = re.compile(r"^(\d+)\.jpg$", re.IGNORECASE)
 MASK_NAME = re.compile(r"^(\d+)_([A-Za-z_]+)\.png$", re.IGNORECASE)
 # Places a user may point at, relative to the dataset root: the root, its parent, a nested copy.

@@ -22,9 +22,9 @@ from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.core.common import parse_named_configuration
 from zarr.registry import register_codec
 
-from pipeline.chunks import JPEG_CODEC
-from pipeline.errors import CelebaMaskError
-from pipeline.prediction import (
+from celebamask.errors import CelebaMaskError
+from celebamask.store.chunks import JPEG_CODEC
+from celebamask.store.prediction import (
     RGB_GRADIENT_CODEC,
     rgb_gradient_decode,
     rgb_gradient_encode,

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import LABEL_FILL, parse_config
-from pipeline.errors import CelebaMaskError
-from pipeline.location import StoreTarget, as_target
-from pipeline.source import index_source, locate_source
-from pipeline.store import METADATA_DIGEST, metadata_digest
-from pipeline.worker import build_sample
+from celebamask.build.worker import build_sample
+from celebamask.config import LABEL_FILL, parse_config
+from celebamask.errors import CelebaMaskError
+from celebamask.sources.index import index_source, locate_source
+from celebamask.store.layout import METADATA_DIGEST, metadata_digest
+from celebamask.store.location import StoreTarget, as_target
 
 REQUIRED_ATTRIBUTES = ("layout", "classes", "paint_order", "background", "size", "shard_size", "provenance")
 MIN_PSNR_DB = 40.0

@@ -20,10 +20,10 @@ import google_crc32c
 import numpy as np
 import zarr
 
-import pipeline.codecs  # noqa: F401 - the store's own codecs must be registered before zarr reads them
-from pipeline.chunks import EMPTY as _EMPTY
-from pipeline.chunks import SUPPORTED_CODECS, Chain, RowFiles
-from pipeline.errors import CelebaMaskError
+import celebamask.store.codecs  # noqa: F401 - the store's own codecs must be registered before zarr reads them
+from celebamask.errors import CelebaMaskError
+from celebamask.store.chunks import EMPTY as _EMPTY
+from celebamask.store.chunks import SUPPORTED_CODECS, Chain, RowFiles
 
 
 def row_files(array: zarr.Array) -> RowFiles | None:

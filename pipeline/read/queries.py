@@ -1,7 +1,7 @@
 """Questions a store answers from its annotation arrays: which rows are in a split, have an
 attribute or show a region, and where on a label map an attribute's regions are.
 
-Mixed into :class:`pipeline.reader.CelebAMaskStore`. The per-sample annotation arrays are a few
+Mixed into :class:`celebamask.read.reader.CelebAMaskStore`. The per-sample annotation arrays are a few
 MB for the full dataset, so each is read whole once and kept.
 """
 
@@ -14,16 +14,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zarr
 
-from pipeline.annotations import ARRAYS_BY_FILE
-from pipeline.errors import CelebaMaskError
-from pipeline.regions import (
+from celebamask.dataset import ARRAYS_BY_FILE
+from celebamask.errors import CelebaMaskError
+from celebamask.read.regions import (
     ATTRIBUTE_REGIONS_PATH,
     CLASS_ARRAYS,
     AttributeRegions,
     class_statistics,
     load_attribute_regions,
 )
-
 
 ANNOTATION_ARRAYS = (*(name for arrays in ARRAYS_BY_FILE.values() for name in arrays), *CLASS_ARRAYS)
 

@@ -1,0 +1,5 @@
+"""``python -m celebamask``: the command line."""
+
+from celebamask.cli import main
+
+main()

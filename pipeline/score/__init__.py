@@ -1,0 +1,1 @@
+"""Scoring attribution maps against the store's regions."""
