@@ -251,13 +251,23 @@ def classes(config: str) -> None:
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes  [default: all cores]")
 @click.option("--zip", "as_zip", is_flag=True,
               help="Write OUT as a .zip laid out like the official download (CelebAMask-HQ/... inside).")
+@click.option("--format", "layout", type=click.Choice(["official", "supervisely"]), default="official",
+              show_default=True, help="official: the dataset's own layout; supervisely: Dataset Ninja's project.")
+@click.option("--tar", "as_tar", is_flag=True, help="With --format supervisely: write OUT as a .tar, as Dataset Ninja serves it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def synth(out: Path, count: int, seed: int, jobs: int | None, as_zip: bool, quiet: bool) -> None:
+def synth(out: Path, count: int, seed: int, jobs: int | None, as_zip: bool, layout: str, as_tar: bool,
+          quiet: bool) -> None:
     """Write a synthetic look-alike of CelebAMask-HQ at OUT (the real layout and file
     formats, photo-like JPEGs, overlapping masks, annotation files) for tests and trials."""
     from celebamask.synth.generate import generate_source, generate_zip
 
-    if as_zip:
+    if layout == "supervisely" or as_tar:
+        if as_zip:
+            raise click.UsageError("--zip writes the official layout; Dataset Ninja's project comes as --tar")
+        from celebamask.synth.supervisely import generate_supervisely
+
+        written = generate_supervisely(out, count, seed=seed, jobs=jobs, progress=not quiet, as_tar=as_tar)
+    elif as_zip:
         written = generate_zip(out, count, seed=seed, jobs=jobs, progress=not quiet)
     else:
         written = generate_source(out, count, seed=seed, jobs=jobs, progress=not quiet)
