@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from celebamask.build.orchestrator import (
 from celebamask.config import PRESETS, load_config
 from celebamask.dataset import ARRAYS_BY_FILE, SPLIT_NAMES
 from celebamask.errors import CelebaMaskError
+from celebamask.progress import progress_bar
 from celebamask.read.reader import open_store
 from celebamask.store.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
 from celebamask.store.layout import bytes_on_disk
@@ -31,14 +34,27 @@ STORAGE_OPTION = click.option(
 )
 
 
+# Options of the group that may also be written after the subcommand (`celebamask build … -v`).
+GLOBAL_FLAGS = frozenset({"--debug", "--verbose", "-v", "-vv", "-vvv"})
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report a Ctrl-C
+
+
 class ErrorReportingGroup(click.Group):
-    """Turn any failure into ``error: <path>: <problem>`` and exit 1, unless --debug."""
+    """Turn any failure into ``error: <path>: <problem>`` and exit 1, unless --debug; Ctrl-C
+    into one ``interrupted`` line and exit 130."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _hoist_global_flags(args, self.commands))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+            click.echo("interrupted", err=True)
+            ctx.exit(INTERRUPTED_EXIT)
         except BrokenPipeError:  # e.g. `celebamask info STORE | head`: the reader left, nothing to report
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so exit's flush stays quiet
             ctx.exit(1)
@@ -47,6 +63,18 @@ class ErrorReportingGroup(click.Group):
                 raise
             click.echo(f"error: {_describe(exc)}", err=True)
             ctx.exit(1)
+
+
+def _hoist_global_flags(args: list[str], commands: Any) -> list[str]:
+    """Move the group's own flags written after the subcommand in front of it (up to ``--``)."""
+    names = [k for k, arg in enumerate(args) if arg in commands]
+    if not names:
+        return args
+    start = names[0]
+    end = args.index("--") if "--" in args[start:] else len(args)
+    moved = [arg for arg in args[start:end] if arg in GLOBAL_FLAGS]
+    kept = [arg for arg in args[start:end] if arg not in GLOBAL_FLAGS]
+    return args[:start] + moved + kept + args[end:]
 
 
 def _describe(exc: BaseException) -> str:
@@ -60,9 +88,10 @@ def _describe(exc: BaseException) -> str:
 @click.group(cls=ErrorReportingGroup)
 @click.option("--debug", is_flag=True, help="Show the full traceback when something fails.")
 @click.option("-v", "--verbose", count=True, help="Log the library's steps to stderr (-vv: details too).")
+@click.option("--quiet", is_flag=True, help="No progress bars (the same as each command's --quiet).")
 @click.version_option(package_name="celebamask")
 @click.pass_context
-def main(ctx: click.Context, debug: bool, verbose: int) -> None:
+def main(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
     """Turn CelebAMask-HQ into one chunked, sharded Zarr v3 store: 512² images, one uint8
     label map per image with a class table you choose, and how it was made.
 
@@ -72,8 +101,14 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
       celebamask info data/celebamask-hq.zarr
     """
     ctx.ensure_object(dict)["debug"] = debug
+    if quiet:  # every command's own --quiet defaults to on
+        ctx.default_map = {name: {"quiet": True, **(ctx.default_map or {}).get(name, {})} for name in main.commands}
     if verbose:
         _log_to_stderr(logging.INFO if verbose == 1 else logging.DEBUG)
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        # log lines are written above a progress bar, not into it
+        ctx.with_resource(logging_redirect_tqdm(loggers=[logging.getLogger("celebamask")]))
 
 
 def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -125,16 +160,14 @@ def build(source: Path, store: str, config: str, jobs: int | None, limit: int | 
     gs://…, memory://…); credentials come from the usual environment variables or
     --storage-option. Refuses to touch an existing STORE without --overwrite or --resume.
     """
-    from tqdm import tqdm
-
     bar = None
 
     def progress(done: int, total: int) -> None:
         nonlocal bar
-        if quiet:
-            return
         if bar is None:
-            bar = tqdm(total=total, unit="sample", desc="build", dynamic_ncols=True, smoothing=0.1)
+            bar = progress_bar("build", total, disable=quiet)
+            if bar is None:
+                return
         bar.update(done - bar.n)
 
     try:
@@ -144,6 +177,17 @@ def build(source: Path, store: str, config: str, jobs: int | None, limit: int | 
                              storage_options=parse_storage_options(storage_option),
                              backend="dask" if dask_local or scheduler else backend,  # type: ignore[arg-type]
                              scheduler=scheduler, dask_local=dask_local, image_codec=image_codec)
+    except KeyboardInterrupt:
+        # build_store has stopped the workers; the store is not marked complete and --resume cleans
+        # what a killed worker left half written.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if bar is not None:
+            bar.leave = False
+            bar.close()
+            bar = None
+        click.echo(f"interrupted: resume with celebamask build {shlex.quote(str(source))} {shlex.quote(store)} --resume",
+                   err=True)
+        raise click.exceptions.Exit(INTERRUPTED_EXIT) from None
     except BaseException:
         if bar is not None:
             bar.leave = False  # the error line takes its place

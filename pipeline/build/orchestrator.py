@@ -10,6 +10,7 @@ be resumed and ends with the same arrays as one that never stopped.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -19,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import zarr
 from joblib import Parallel, delayed, parallel_config
@@ -84,6 +85,36 @@ def tool_version() -> str:
     return _version("celebamask")
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _stop_workers_on_interrupt(build: Callable[P, R]) -> Callable[P, R]:
+    """Ctrl-C (KeyboardInterrupt) stops the local worker processes before it propagates: the
+    store is left as a crash leaves it (not complete, resumable) and no worker keeps writing."""
+
+    @functools.wraps(build)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return build(*args, **kwargs)
+        except KeyboardInterrupt:
+            stop_local_workers()
+            raise
+
+    return wrapper
+
+
+def stop_local_workers() -> None:
+    """Kill joblib's reusable loky executor, if one runs, and release what it holds (its semaphores
+    would otherwise be reported as leaked at exit)."""
+    from joblib.externals.loky import reusable_executor
+
+    executor = reusable_executor._executor
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)
+
+
+@_stop_workers_on_interrupt
 def build_store(
     source: str | Path,
     store: str | Path,
