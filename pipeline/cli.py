@@ -93,7 +93,8 @@ def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -
     "--shard-size", type=click.IntRange(min=1), default=DEFAULT_SHARD_SIZE, show_default=True,
     help="Samples per shard file (one sample per chunk inside it).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace STORE if it already exists (only if it is a Zarr store).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace STORE if it already exists (only a celebamask store holding nothing else).")
 @click.option("--resume", is_flag=True,
               help="Continue an unfinished STORE: finished shards are kept, the rest built. "
                    "Refused if the options or source differ from the first run.")
@@ -107,6 +108,8 @@ def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -
               help="The dask scheduler to run on, e.g. tcp://10.0.0.5:8786 (implies --backend dask).")
 @click.option("--dask-local", type=click.IntRange(min=1), default=None, metavar="N",
               help="Start a dask LocalCluster of N worker processes (implies --backend dask).")
+@click.option("--break-lock", is_flag=True,
+              help="Remove a stale lock first (left by a build that died; see README 'When things go wrong').")
 @STORAGE_OPTION
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
@@ -117,7 +120,7 @@ def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -
 def build(source: Path, store: str, config: str, jobs: int | None, limit: int | None,
           shard_size: int, overwrite: bool, resume: bool, on_error: str, backend: str,
           scheduler: str | None, dask_local: int | None, storage_option: tuple[str, ...], quiet: bool,
-          image_codec: str) -> None:
+          image_codec: str, break_lock: bool) -> None:
     """Build STORE from SOURCE, a CelebAMask-HQ download: the dataset folder, its parent,
     a once-nested copy, or the .zip (read in place).
 
@@ -143,7 +146,8 @@ def build(source: Path, store: str, config: str, jobs: int | None, limit: int | 
                              on_error=on_error, progress=progress,  # type: ignore[arg-type]
                              storage_options=parse_storage_options(storage_option),
                              backend="dask" if dask_local or scheduler else backend,  # type: ignore[arg-type]
-                             scheduler=scheduler, dask_local=dask_local, image_codec=image_codec)
+                             scheduler=scheduler, dask_local=dask_local, image_codec=image_codec,
+                             break_lock=break_lock)
     except BaseException:
         if bar is not None:
             bar.leave = False  # the error line takes its place
