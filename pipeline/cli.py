@@ -225,6 +225,9 @@ def info(store: str, storage_option: tuple[str, ...]) -> None:
     for entry in skipped:
         where = f"sample {entry['sample']}" if entry.get("sample") is not None else "no row"
         click.echo(f"  {where}: {entry['path']}: {entry['error']}")
+    from celebamask.read.flags import flag_counts
+
+    _echo_flags(flag_counts(opened.group))
     click.echo("arrays:")
     for name, array in sorted(opened.group.arrays()):
         codecs = ", ".join(_codec_names(array))
@@ -291,10 +294,20 @@ def stats(store: str, split: str | None, as_json: bool, storage_option: tuple[st
     counts = report["split_counts"]
     splits = ", ".join(f"{name} {count}" for name, count in counts.items()) if counts else "none (no mapping file)"
     click.echo(f"splits:  {splits}")
+    _echo_flags(report.get("flagged"))
     click.echo(" id  class       images   area %")
     for row in report["classes"]:
         area = "-" if row["area_percent"] is None else f"{row['area_percent']:.2f}"
         click.echo(f"{row['id']:>3}  {row['name']:<10}  {row['images']:>6}  {area:>7}")
+
+
+def _echo_flags(counts: dict[str, int] | None) -> None:
+    """Known flaws (configs/known_issues.toml) among the rows; exclude_flagged=True leaves them out."""
+    if counts is None:
+        click.echo("flagged: not recorded (store built before known issues were)")
+        return
+    detail = ", ".join(f"{name} {count}" for name, count in counts.items() if name != "any")
+    click.echo(f"flagged: {counts['any']} known flawed samples ({detail})")
 
 
 def _echo_annotation_files(files: dict[str, dict[str, Any]] | None) -> None:

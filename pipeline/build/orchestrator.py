@@ -25,6 +25,7 @@ import zarr
 from joblib import Parallel, delayed, parallel_config
 
 from celebamask.build.arrays import write_annotation_arrays
+from celebamask.build.flags import known_issue_flags, write_flags
 from celebamask.build.worker import ROW_ARRAYS, OnError, build_shard, worker_ready
 from celebamask.config import ClassConfig, load_config
 from celebamask.errors import CelebaMaskError
@@ -165,6 +166,7 @@ def build_store(
         else:
             if replace_existing:
                 store.delete()
+            flags, known_issues = known_issue_flags([s.index for s in samples])
             provenance = {
                 "tool": "celebamask",
                 "tool_version": tool_version(),
@@ -174,6 +176,7 @@ def build_store(
                 "options": options,
                 "source": source_record,
                 "annotation_files": annotations.provenance(),
+                "known_issues": known_issues,
                 "created": _now(),
             }
             with _writing(store, "the store's arrays"):
@@ -181,6 +184,7 @@ def build_store(
                                      {"provenance": provenance, "skipped": problems_without_row}, image_codec=image_codec)
                 write_annotation_arrays(group, annotations)
                 create_class_arrays(group, class_config, len(samples), shard_size)
+                write_flags(group, flags, shard_size)
                 create_progress_arrays(group, len(samples), shard_size)  # last: until it exists a resume starts afresh
         provenance["run_options"] = {"jobs": jobs, "on_error": on_error, "backend": backend}
         if backend == "dask":
