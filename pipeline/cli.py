@@ -152,7 +152,8 @@ def build(source: Path, store: str, config: str, jobs: int | None, limit: int | 
         if bar is not None:
             bar.close()
     if report.already_complete:
-        click.echo(f"{report.store} is already complete: {report.samples} samples, nothing to do")
+        click.echo(f"{report.store} is up to date (already complete, built with the same options): "
+                   f"{report.samples} samples, nothing to do")
         return
     skipped = f", {report.skipped} skipped (see `celebamask info`)" if report.skipped else ""
     click.echo(
