@@ -156,7 +156,8 @@ def build(source: Path, store: str, config: str, jobs: int | None, limit: int | 
         if bar is not None:
             bar.close()
     if report.already_complete:
-        click.echo(f"{report.store} is already complete: {report.samples} samples, nothing to do")
+        click.echo(f"{report.store} is up to date (already complete, built with the same options): "
+                   f"{report.samples} samples, nothing to do")
         return
     skipped = f", {report.skipped} skipped (see `celebamask info`)" if report.skipped else ""
     click.echo(
@@ -229,6 +230,9 @@ def info(store: str, storage_option: tuple[str, ...]) -> None:
     for entry in skipped:
         where = f"sample {entry['sample']}" if entry.get("sample") is not None else "no row"
         click.echo(f"  {where}: {entry['path']}: {entry['error']}")
+    from celebamask.read.flags import flag_counts
+
+    _echo_flags(flag_counts(opened.group))
     click.echo("arrays:")
     for name, array in sorted(opened.group.arrays()):
         codecs = ", ".join(_codec_names(array))
@@ -254,13 +258,23 @@ def classes(config: str) -> None:
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes  [default: all cores]")
 @click.option("--zip", "as_zip", is_flag=True,
               help="Write OUT as a .zip laid out like the official download (CelebAMask-HQ/... inside).")
+@click.option("--format", "layout", type=click.Choice(["official", "supervisely"]), default="official",
+              show_default=True, help="official: the dataset's own layout; supervisely: Dataset Ninja's project.")
+@click.option("--tar", "as_tar", is_flag=True, help="With --format supervisely: write OUT as a .tar, as Dataset Ninja serves it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def synth(out: Path, count: int, seed: int, jobs: int | None, as_zip: bool, quiet: bool) -> None:
+def synth(out: Path, count: int, seed: int, jobs: int | None, as_zip: bool, layout: str, as_tar: bool,
+          quiet: bool) -> None:
     """Write a synthetic look-alike of CelebAMask-HQ at OUT (the real layout and file
     formats, photo-like JPEGs, overlapping masks, annotation files) for tests and trials."""
     from celebamask.synth.generate import generate_source, generate_zip
 
-    if as_zip:
+    if layout == "supervisely" or as_tar:
+        if as_zip:
+            raise click.UsageError("--zip writes the official layout; Dataset Ninja's project comes as --tar")
+        from celebamask.synth.supervisely import generate_supervisely
+
+        written = generate_supervisely(out, count, seed=seed, jobs=jobs, progress=not quiet, as_tar=as_tar)
+    elif as_zip:
         written = generate_zip(out, count, seed=seed, jobs=jobs, progress=not quiet)
     else:
         written = generate_source(out, count, seed=seed, jobs=jobs, progress=not quiet)
@@ -285,10 +299,20 @@ def stats(store: str, split: str | None, as_json: bool, storage_option: tuple[st
     counts = report["split_counts"]
     splits = ", ".join(f"{name} {count}" for name, count in counts.items()) if counts else "none (no mapping file)"
     click.echo(f"splits:  {splits}")
+    _echo_flags(report.get("flagged"))
     click.echo(" id  class       images   area %")
     for row in report["classes"]:
         area = "-" if row["area_percent"] is None else f"{row['area_percent']:.2f}"
         click.echo(f"{row['id']:>3}  {row['name']:<10}  {row['images']:>6}  {area:>7}")
+
+
+def _echo_flags(counts: dict[str, int] | None) -> None:
+    """Known flaws (configs/known_issues.toml) among the rows; exclude_flagged=True leaves them out."""
+    if counts is None:
+        click.echo("flagged: not recorded (store built before known issues were)")
+        return
+    detail = ", ".join(f"{name} {count}" for name, count in counts.items() if name != "any")
+    click.echo(f"flagged: {counts['any']} known flawed samples ({detail})")
 
 
 def _echo_annotation_files(files: dict[str, dict[str, Any]] | None) -> None:

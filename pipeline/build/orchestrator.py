@@ -34,6 +34,7 @@ from celebamask.build.fingerprint import (
     stamps_digest,
     write_source_stamps,
 )
+from celebamask.build.flags import known_issue_flags, write_flags
 from celebamask.build.worker import ROW_ARRAYS, OnError, build_shard, worker_ready
 from celebamask.config import ClassConfig, load_config
 from celebamask.errors import CelebaMaskError
@@ -205,6 +206,7 @@ def _build_store(
         else:
             if replace_existing:
                 store.delete()
+            flags, known_issues = known_issue_flags([s.index for s in samples])
             provenance = {
                 "tool": "celebamask",
                 "tool_version": tool_version(),
@@ -214,6 +216,7 @@ def _build_store(
                 "options": options,
                 "source": source_record,
                 "annotation_files": annotations.provenance(),
+                "known_issues": known_issues,
                 "created": _now(),
             }
             with _writing(store, "the store's arrays"), _created_meanwhile(store):
@@ -223,6 +226,7 @@ def _build_store(
                 write_source_stamps(store, stamps)
                 write_annotation_arrays(group, annotations)
                 create_class_arrays(group, class_config, len(samples), shard_size)
+                write_flags(group, flags, shard_size)
                 create_progress_arrays(group, len(samples), shard_size)  # last: until it exists a resume starts afresh
         provenance["run_options"] = {"jobs": jobs, "on_error": on_error, "backend": backend}
         if backend == "dask":
