@@ -282,6 +282,28 @@ def synth(out: Path, count: int, seed: int, jobs: int | None, as_zip: bool, layo
 
 
 @main.command()
+@click.argument("route", type=click.Choice(["kaggle", "huggingface"]))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--build", "build_into", default=None, metavar="STORE", help="Build STORE from DEST right after.")
+def download(route: str, dest: Path, build_into: str | None) -> None:
+    """Fetch CelebAMask-HQ into DEST from Kaggle (ipythonx/celebamaskhq) or Hugging Face
+    (liusq/CelebAMask-HQ) with their own clients and credentials (Kaggle: KAGGLE_USERNAME/KAGGLE_KEY,
+    KAGGLE_API_TOKEN or ~/.kaggle/kaggle.json; Hugging Face: HF_TOKEN or `hf auth login`;
+    HF_ENDPOINT honoured). Run it again to resume an interrupted download. DEST is then a SOURCE
+    for `celebamask build`. Needs the [download] extra."""
+    from celebamask.sources.download import download as fetch
+
+    report = fetch(route, dest)
+    click.echo(f"downloaded {route} to {report.dest}: checked {report.source} ({report.layout} layout): "
+               f"{report.images} images, {report.masks} masks")
+    if build_into:
+        from celebamask.build.orchestrator import build_store
+
+        built = build_store(report.dest, build_into)
+        click.echo(f"built {built.store}: {built.samples} samples")
+
+
+@main.command()
 @click.argument("store")
 @click.option("--split", type=click.Choice(SPLIT_NAMES), default=None, help="Only the samples of this split.")
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
