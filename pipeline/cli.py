@@ -128,7 +128,8 @@ def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -
     "--shard-size", type=click.IntRange(min=1), default=DEFAULT_SHARD_SIZE, show_default=True,
     help="Samples per shard file (one sample per chunk inside it).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace STORE if it already exists (only if it is a Zarr store).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace STORE if it already exists (only a celebamask store holding nothing else).")
 @click.option("--resume", is_flag=True,
               help="Continue an unfinished STORE: finished shards are kept, the rest built. "
                    "Refused if the options or source differ from the first run.")
@@ -142,6 +143,8 @@ def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -
               help="The dask scheduler to run on, e.g. tcp://10.0.0.5:8786 (implies --backend dask).")
 @click.option("--dask-local", type=click.IntRange(min=1), default=None, metavar="N",
               help="Start a dask LocalCluster of N worker processes (implies --backend dask).")
+@click.option("--break-lock", is_flag=True,
+              help="Remove a stale lock first (left by a build that died; see README 'When things go wrong').")
 @STORAGE_OPTION
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
@@ -152,7 +155,7 @@ def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -
 def build(source: Path, store: str, config: str, jobs: int | None, limit: int | None,
           shard_size: int, overwrite: bool, resume: bool, on_error: str, backend: str,
           scheduler: str | None, dask_local: int | None, storage_option: tuple[str, ...], quiet: bool,
-          image_codec: str) -> None:
+          image_codec: str, break_lock: bool) -> None:
     """Build STORE from SOURCE, a CelebAMask-HQ download: the dataset folder, its parent,
     a once-nested copy, or the .zip (read in place).
 
@@ -176,7 +179,8 @@ def build(source: Path, store: str, config: str, jobs: int | None, limit: int | 
                              on_error=on_error, progress=progress,  # type: ignore[arg-type]
                              storage_options=parse_storage_options(storage_option),
                              backend="dask" if dask_local or scheduler else backend,  # type: ignore[arg-type]
-                             scheduler=scheduler, dask_local=dask_local, image_codec=image_codec)
+                             scheduler=scheduler, dask_local=dask_local, image_codec=image_codec,
+                             break_lock=break_lock)
     except KeyboardInterrupt:
         # build_store has stopped the workers; the store is not marked complete and --resume cleans
         # what a killed worker left half written.
@@ -270,6 +274,9 @@ def info(store: str, storage_option: tuple[str, ...]) -> None:
     for entry in skipped:
         where = f"sample {entry['sample']}" if entry.get("sample") is not None else "no row"
         click.echo(f"  {where}: {entry['path']}: {entry['error']}")
+    from celebamask.read.flags import flag_counts
+
+    _echo_flags(flag_counts(opened.group))
     click.echo("arrays:")
     for name, array in sorted(opened.group.arrays()):
         codecs = ", ".join(_codec_names(array))
@@ -319,6 +326,28 @@ def synth(out: Path, count: int, seed: int, jobs: int | None, as_zip: bool, layo
 
 
 @main.command()
+@click.argument("route", type=click.Choice(["kaggle", "huggingface"]))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--build", "build_into", default=None, metavar="STORE", help="Build STORE from DEST right after.")
+def download(route: str, dest: Path, build_into: str | None) -> None:
+    """Fetch CelebAMask-HQ into DEST from Kaggle (ipythonx/celebamaskhq) or Hugging Face
+    (liusq/CelebAMask-HQ) with their own clients and credentials (Kaggle: KAGGLE_USERNAME/KAGGLE_KEY,
+    KAGGLE_API_TOKEN or ~/.kaggle/kaggle.json; Hugging Face: HF_TOKEN or `hf auth login`;
+    HF_ENDPOINT honoured). Run it again to resume an interrupted download. DEST is then a SOURCE
+    for `celebamask build`. Needs the [download] extra."""
+    from celebamask.sources.download import download as fetch
+
+    report = fetch(route, dest)
+    click.echo(f"downloaded {route} to {report.dest}: checked {report.source} ({report.layout} layout): "
+               f"{report.images} images, {report.masks} masks")
+    if build_into:
+        from celebamask.build.orchestrator import build_store
+
+        built = build_store(report.dest, build_into)
+        click.echo(f"built {built.store}: {built.samples} samples")
+
+
+@main.command()
 @click.argument("store")
 @click.option("--split", type=click.Choice(SPLIT_NAMES), default=None, help="Only the samples of this split.")
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
@@ -336,10 +365,20 @@ def stats(store: str, split: str | None, as_json: bool, storage_option: tuple[st
     counts = report["split_counts"]
     splits = ", ".join(f"{name} {count}" for name, count in counts.items()) if counts else "none (no mapping file)"
     click.echo(f"splits:  {splits}")
+    _echo_flags(report.get("flagged"))
     click.echo(" id  class       images   area %")
     for row in report["classes"]:
         area = "-" if row["area_percent"] is None else f"{row['area_percent']:.2f}"
         click.echo(f"{row['id']:>3}  {row['name']:<10}  {row['images']:>6}  {area:>7}")
+
+
+def _echo_flags(counts: dict[str, int] | None) -> None:
+    """Known flaws (configs/known_issues.toml) among the rows; exclude_flagged=True leaves them out."""
+    if counts is None:
+        click.echo("flagged: not recorded (store built before known issues were)")
+        return
+    detail = ", ".join(f"{name} {count}" for name, count in counts.items() if name != "any")
+    click.echo(f"flagged: {counts['any']} known flawed samples ({detail})")
 
 
 def _echo_annotation_files(files: dict[str, dict[str, Any]] | None) -> None:

@@ -11,7 +11,7 @@ import os
 import tarfile
 import zipfile
 from collections.abc import Iterable
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from celebamask.errors import CelebaMaskError
 from celebamask.sources.index import (
@@ -42,6 +42,10 @@ def find_root(location: str) -> SourceRef:
         root, layout = _choose(location, _candidates_in_listing(dirs, files))
         return SourceRef(location, root, archive, layout)
     found = _candidates_in_folder(location)
+    if not found:
+        archived = _archive_in_folder(location)
+        if archived is not None:
+            return archived
     root, layout = _choose(location, found)
     return SourceRef(location, os.path.join(location, root) if root else location, "", layout)
 
@@ -108,6 +112,29 @@ def _candidates_in_folder(location: str) -> list[tuple[str, str]]:
             return found  # the shallowest level that holds a root
         frontier = next_frontier
     return found
+
+
+def _archive_in_folder(location: str) -> SourceRef | None:
+    """A folder holding the downloaded archive (what ``celebamask download`` leaves): the one
+    .zip or .tar up to MAX_ROOT_DEPTH folders below that holds the dataset."""
+    found = []
+    for folder, subdirs, names in os.walk(location):
+        rel = os.path.relpath(folder, location)
+        subdirs[:] = [d for d in subdirs if not d.startswith(".") and d not in _DATA_FOLDERS]
+        if rel != "." and len(Path(rel).parts) >= MAX_ROOT_DEPTH:
+            subdirs[:] = []
+        for name in names:
+            path = os.path.join(folder, name)
+            if name.lower().endswith((".jpg", ".png", ".txt", ".json")) or name.startswith("."):
+                continue
+            try:
+                found.append(find_root(path))
+            except CelebaMaskError:
+                continue
+    if len(found) > 1:
+        shown = ", ".join(ref.location for ref in found)
+        raise CelebaMaskError(location, f"holds more than one copy of the dataset: {shown}; point at one of them")
+    return found[0] if found else None
 
 
 def _scan(folder: str) -> tuple[list[str], bool]:
