@@ -24,5 +24,5 @@ def write_flags(group: zarr.Group, flags: Any, shard_size: int) -> None:
         "names": list(FLAG_NAMES),
         "description": "known flaws (configs/known_issues.toml): bit k set = names[k]; 0 = none known",
     })
-    with zarr.config.set({"array.write_empty_chunks": True}):
-        array[:] = flags
+    # An Array takes its config when opened, so a zarr.config block around the write does nothing.
+    array.with_config({"write_empty_chunks": True})[:] = flags
