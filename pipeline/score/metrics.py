@@ -50,8 +50,11 @@ def near_maximum(attribution: np.ndarray, tolerance: float) -> np.ndarray:
     at_max = attribution == attribution.max()
     if tolerance <= 0:
         return at_max
-    from scipy.ndimage import distance_transform_edt
-
+    try:
+        from scipy.ndimage import distance_transform_edt
+    except ModuleNotFoundError as missing:
+        raise ModuleNotFoundError("a pointing-game tolerance needs scipy: pip install 'celebamask[score]'",
+                                  name=missing.name) from None
     return distance_transform_edt(~at_max) <= tolerance
 
 
