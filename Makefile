@@ -20,32 +20,48 @@ N      ?= 1000
 # torch would download a multi-GB CUDA build).
 TEST_TORCH ?= torch==2.13.0
 
-$(BIN)/celebamask: pyproject.toml Makefile
+# Two install levels in the one venv, each a stamp: building needs only the base package (zarr,
+# numpy, Pillow, ...); the tests add every extra and torch (about 1.6 GB). `make build-store` never
+# pulls the test stack; `make test` adds it to the same venv.
+BASE_STAMP := $(VENV)/.installed-base
+TEST_STAMP := $(VENV)/.installed-test
+
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]' '$(TEST_TORCH)'
+
+$(BASE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
 	@touch $@
 
-venv: $(BIN)/celebamask
+$(TEST_STAMP): pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]' '$(TEST_TORCH)'
+	@touch $@ $(BASE_STAMP)
+
+venv: $(TEST_STAMP)
 
 # The synthetic sample is made only when building the default source and it is absent. Its
 # README.txt is written last, so a synth that was interrupted is made again, not half used.
-data/sample/README.txt: | $(BIN)/celebamask
+data/sample/README.txt: | $(BASE_STAMP)
 	rm -rf data/sample
 	$(BIN)/celebamask synth data/sample --count $(SAMPLE_COUNT) --seed 0
 
-build-store: $(BIN)/celebamask $(if $(filter data/sample,$(SOURCE)),data/sample/README.txt,)
-	$(BIN)/celebamask build $(SOURCE) $(STORE) --config $(CONFIG) $(JOBS_FLAG) --overwrite
+# --resume, never --overwrite: a new STORE is built, an unfinished one continued, a complete one
+# built with the same options left as it is ("up to date"), and one built differently (or any
+# folder that is not such a store) refused untouched. `make clean-store` removes it on purpose.
+build-store: $(BASE_STAMP) $(if $(filter data/sample,$(SOURCE)),data/sample/README.txt,)
+	$(if $(findstring ://,$(STORE)),,@mkdir -p $(dir $(STORE)))
+	$(BIN)/celebamask build $(SOURCE) $(STORE) --config $(CONFIG) $(JOBS_FLAG) --resume
 
-test: $(BIN)/celebamask
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 # Build vs common practice vs decode floor, sizes and read speeds (a few minutes at N=1000;
 # the synthetic source is generated once into bench/work/ and reused). Never part of `make test`.
-bench: $(BIN)/celebamask
+bench: $(TEST_STAMP)
 	$(BIN)/python -m bench --count $(N) $(JOBS_FLAG)
 
-bench-quick: $(BIN)/celebamask
+bench-quick: $(TEST_STAMP)
 	$(BIN)/python -m bench --count 200 --reads 100 $(JOBS_FLAG)
 
 clean-store:

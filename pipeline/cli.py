@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from celebamask.build.orchestrator import (
 from celebamask.config import PRESETS, load_config
 from celebamask.dataset import ARRAYS_BY_FILE, SPLIT_NAMES
 from celebamask.errors import CelebaMaskError
+from celebamask.progress import progress_bar
 from celebamask.read.reader import open_store
 from celebamask.store.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
 from celebamask.store.layout import bytes_on_disk
@@ -31,14 +34,27 @@ STORAGE_OPTION = click.option(
 )
 
 
+# Options of the group that may also be written after the subcommand (`celebamask build … -v`).
+GLOBAL_FLAGS = frozenset({"--debug", "--verbose", "-v", "-vv", "-vvv"})
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report a Ctrl-C
+
+
 class ErrorReportingGroup(click.Group):
-    """Turn any failure into ``error: <path>: <problem>`` and exit 1, unless --debug."""
+    """Turn any failure into ``error: <path>: <problem>`` and exit 1, unless --debug; Ctrl-C
+    into one ``interrupted`` line and exit 130."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _hoist_global_flags(args, self.commands))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+            click.echo("interrupted", err=True)
+            ctx.exit(INTERRUPTED_EXIT)
         except BrokenPipeError:  # e.g. `celebamask info STORE | head`: the reader left, nothing to report
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so exit's flush stays quiet
             ctx.exit(1)
@@ -47,6 +63,18 @@ class ErrorReportingGroup(click.Group):
                 raise
             click.echo(f"error: {_describe(exc)}", err=True)
             ctx.exit(1)
+
+
+def _hoist_global_flags(args: list[str], commands: Any) -> list[str]:
+    """Move the group's own flags written after the subcommand in front of it (up to ``--``)."""
+    names = [k for k, arg in enumerate(args) if arg in commands]
+    if not names:
+        return args
+    start = names[0]
+    end = args.index("--") if "--" in args[start:] else len(args)
+    moved = [arg for arg in args[start:end] if arg in GLOBAL_FLAGS]
+    kept = [arg for arg in args[start:end] if arg not in GLOBAL_FLAGS]
+    return args[:start] + moved + kept + args[end:]
 
 
 def _describe(exc: BaseException) -> str:
@@ -60,9 +88,10 @@ def _describe(exc: BaseException) -> str:
 @click.group(cls=ErrorReportingGroup)
 @click.option("--debug", is_flag=True, help="Show the full traceback when something fails.")
 @click.option("-v", "--verbose", count=True, help="Log the library's steps to stderr (-vv: details too).")
+@click.option("--quiet", is_flag=True, help="No progress bars (the same as each command's --quiet).")
 @click.version_option(package_name="celebamask")
 @click.pass_context
-def main(ctx: click.Context, debug: bool, verbose: int) -> None:
+def main(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
     """Turn CelebAMask-HQ into one chunked, sharded Zarr v3 store: 512² images, one uint8
     label map per image with a class table you choose, and how it was made.
 
@@ -72,8 +101,14 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
       celebamask info data/celebamask-hq.zarr
     """
     ctx.ensure_object(dict)["debug"] = debug
+    if quiet:  # every command's own --quiet defaults to on
+        ctx.default_map = {name: {"quiet": True, **(ctx.default_map or {}).get(name, {})} for name in main.commands}
     if verbose:
         _log_to_stderr(logging.INFO if verbose == 1 else logging.DEBUG)
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        # log lines are written above a progress bar, not into it
+        ctx.with_resource(logging_redirect_tqdm(loggers=[logging.getLogger("celebamask")]))
 
 
 def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -93,7 +128,8 @@ def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -
     "--shard-size", type=click.IntRange(min=1), default=DEFAULT_SHARD_SIZE, show_default=True,
     help="Samples per shard file (one sample per chunk inside it).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace STORE if it already exists (only if it is a Zarr store).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace STORE if it already exists (only a celebamask store holding nothing else).")
 @click.option("--resume", is_flag=True,
               help="Continue an unfinished STORE: finished shards are kept, the rest built. "
                    "Refused if the options or source differ from the first run.")
@@ -107,6 +143,8 @@ def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -
               help="The dask scheduler to run on, e.g. tcp://10.0.0.5:8786 (implies --backend dask).")
 @click.option("--dask-local", type=click.IntRange(min=1), default=None, metavar="N",
               help="Start a dask LocalCluster of N worker processes (implies --backend dask).")
+@click.option("--break-lock", is_flag=True,
+              help="Remove a stale lock first (left by a build that died; see README 'When things go wrong').")
 @STORAGE_OPTION
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
@@ -117,7 +155,7 @@ def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -
 def build(source: Path, store: str, config: str, jobs: int | None, limit: int | None,
           shard_size: int, overwrite: bool, resume: bool, on_error: str, backend: str,
           scheduler: str | None, dask_local: int | None, storage_option: tuple[str, ...], quiet: bool,
-          image_codec: str) -> None:
+          image_codec: str, break_lock: bool) -> None:
     """Build STORE from SOURCE, a CelebAMask-HQ download: the dataset folder, its parent,
     a once-nested copy, or the .zip (read in place).
 
@@ -125,16 +163,14 @@ def build(source: Path, store: str, config: str, jobs: int | None, limit: int | 
     gs://…, memory://…); credentials come from the usual environment variables or
     --storage-option. Refuses to touch an existing STORE without --overwrite or --resume.
     """
-    from tqdm import tqdm
-
     bar = None
 
     def progress(done: int, total: int) -> None:
         nonlocal bar
-        if quiet:
-            return
         if bar is None:
-            bar = tqdm(total=total, unit="sample", desc="build", dynamic_ncols=True, smoothing=0.1)
+            bar = progress_bar("build", total, disable=quiet)
+            if bar is None:
+                return
         bar.update(done - bar.n)
 
     try:
@@ -143,7 +179,19 @@ def build(source: Path, store: str, config: str, jobs: int | None, limit: int | 
                              on_error=on_error, progress=progress,  # type: ignore[arg-type]
                              storage_options=parse_storage_options(storage_option),
                              backend="dask" if dask_local or scheduler else backend,  # type: ignore[arg-type]
-                             scheduler=scheduler, dask_local=dask_local, image_codec=image_codec)
+                             scheduler=scheduler, dask_local=dask_local, image_codec=image_codec,
+                             break_lock=break_lock)
+    except KeyboardInterrupt:
+        # build_store has stopped the workers; the store is not marked complete and --resume cleans
+        # what a killed worker left half written.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if bar is not None:
+            bar.leave = False
+            bar.close()
+            bar = None
+        click.echo(f"interrupted: resume with celebamask build {shlex.quote(str(source))} {shlex.quote(store)} --resume",
+                   err=True)
+        raise click.exceptions.Exit(INTERRUPTED_EXIT) from None
     except BaseException:
         if bar is not None:
             bar.leave = False  # the error line takes its place
@@ -152,7 +200,8 @@ def build(source: Path, store: str, config: str, jobs: int | None, limit: int | 
         if bar is not None:
             bar.close()
     if report.already_complete:
-        click.echo(f"{report.store} is already complete: {report.samples} samples, nothing to do")
+        click.echo(f"{report.store} is up to date (already complete, built with the same options): "
+                   f"{report.samples} samples, nothing to do")
         return
     skipped = f", {report.skipped} skipped (see `celebamask info`)" if report.skipped else ""
     click.echo(
@@ -225,6 +274,9 @@ def info(store: str, storage_option: tuple[str, ...]) -> None:
     for entry in skipped:
         where = f"sample {entry['sample']}" if entry.get("sample") is not None else "no row"
         click.echo(f"  {where}: {entry['path']}: {entry['error']}")
+    from celebamask.read.flags import flag_counts
+
+    _echo_flags(flag_counts(opened.group))
     click.echo("arrays:")
     for name, array in sorted(opened.group.arrays()):
         codecs = ", ".join(_codec_names(array))
@@ -250,17 +302,49 @@ def classes(config: str) -> None:
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes  [default: all cores]")
 @click.option("--zip", "as_zip", is_flag=True,
               help="Write OUT as a .zip laid out like the official download (CelebAMask-HQ/... inside).")
+@click.option("--format", "layout", type=click.Choice(["official", "supervisely"]), default="official",
+              show_default=True, help="official: the dataset's own layout; supervisely: Dataset Ninja's project.")
+@click.option("--tar", "as_tar", is_flag=True, help="With --format supervisely: write OUT as a .tar, as Dataset Ninja serves it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def synth(out: Path, count: int, seed: int, jobs: int | None, as_zip: bool, quiet: bool) -> None:
+def synth(out: Path, count: int, seed: int, jobs: int | None, as_zip: bool, layout: str, as_tar: bool,
+          quiet: bool) -> None:
     """Write a synthetic look-alike of CelebAMask-HQ at OUT (the real layout and file
     formats, photo-like JPEGs, overlapping masks, annotation files) for tests and trials."""
     from celebamask.synth.generate import generate_source, generate_zip
 
-    if as_zip:
+    if layout == "supervisely" or as_tar:
+        if as_zip:
+            raise click.UsageError("--zip writes the official layout; Dataset Ninja's project comes as --tar")
+        from celebamask.synth.supervisely import generate_supervisely
+
+        written = generate_supervisely(out, count, seed=seed, jobs=jobs, progress=not quiet, as_tar=as_tar)
+    elif as_zip:
         written = generate_zip(out, count, seed=seed, jobs=jobs, progress=not quiet)
     else:
         written = generate_source(out, count, seed=seed, jobs=jobs, progress=not quiet)
     click.echo(f"wrote {count} synthetic samples to {written}")
+
+
+@main.command()
+@click.argument("route", type=click.Choice(["kaggle", "huggingface"]))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--build", "build_into", default=None, metavar="STORE", help="Build STORE from DEST right after.")
+def download(route: str, dest: Path, build_into: str | None) -> None:
+    """Fetch CelebAMask-HQ into DEST from Kaggle (ipythonx/celebamaskhq) or Hugging Face
+    (liusq/CelebAMask-HQ) with their own clients and credentials (Kaggle: KAGGLE_USERNAME/KAGGLE_KEY,
+    KAGGLE_API_TOKEN or ~/.kaggle/kaggle.json; Hugging Face: HF_TOKEN or `hf auth login`;
+    HF_ENDPOINT honoured). Run it again to resume an interrupted download. DEST is then a SOURCE
+    for `celebamask build`. Needs the [download] extra."""
+    from celebamask.sources.download import download as fetch
+
+    report = fetch(route, dest)
+    click.echo(f"downloaded {route} to {report.dest}: checked {report.source} ({report.layout} layout): "
+               f"{report.images} images, {report.masks} masks")
+    if build_into:
+        from celebamask.build.orchestrator import build_store
+
+        built = build_store(report.dest, build_into)
+        click.echo(f"built {built.store}: {built.samples} samples")
 
 
 @main.command()
@@ -281,10 +365,20 @@ def stats(store: str, split: str | None, as_json: bool, storage_option: tuple[st
     counts = report["split_counts"]
     splits = ", ".join(f"{name} {count}" for name, count in counts.items()) if counts else "none (no mapping file)"
     click.echo(f"splits:  {splits}")
+    _echo_flags(report.get("flagged"))
     click.echo(" id  class       images   area %")
     for row in report["classes"]:
         area = "-" if row["area_percent"] is None else f"{row['area_percent']:.2f}"
         click.echo(f"{row['id']:>3}  {row['name']:<10}  {row['images']:>6}  {area:>7}")
+
+
+def _echo_flags(counts: dict[str, int] | None) -> None:
+    """Known flaws (configs/known_issues.toml) among the rows; exclude_flagged=True leaves them out."""
+    if counts is None:
+        click.echo("flagged: not recorded (store built before known issues were)")
+        return
+    detail = ", ".join(f"{name} {count}" for name, count in counts.items() if name != "any")
+    click.echo(f"flagged: {counts['any']} known flawed samples ({detail})")
 
 
 def _echo_annotation_files(files: dict[str, dict[str, Any]] | None) -> None:

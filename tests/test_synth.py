@@ -105,3 +105,35 @@ def test_same_seed_same_bytes_whatever_the_jobs(tmp_path: Path) -> None:
     assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
     assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
     assert (one / "CelebA-HQ-img/0.jpg").read_bytes() != (other / "CelebA-HQ-img/0.jpg").read_bytes()
+
+
+def _mask(root: Path, index: int, name: str) -> np.ndarray | None:
+    path = root / "CelebAMask-HQ-mask-anno" / "0" / f"{index:05d}_{name}.png"
+    if not path.exists():
+        return None
+    with Image.open(path) as image:
+        return np.asarray(image.convert("L")) > 0
+
+
+def test_drawn_ears_are_labelled_ear_not_hair(realism_source: Path) -> None:
+    """The photo draws ears and earrings over the hair; as in the real data, the label shows them."""
+    from tests.reference import DEFAULT_ORDER, reference_label
+
+    checked = 0
+    for index in range(REALISM_COUNT):
+        hair = _mask(realism_source, index, "hair")
+        if hair is None:
+            continue
+        label = reference_label(realism_source, index, "default")
+        for name in ("l_ear", "r_ear", "ear_r"):
+            part = _mask(realism_source, index, name)
+            if part is None:
+                continue
+            assert not (part & hair).any(), (index, name)
+            # painted after hair only: the hat; everything else the label shows of it is the part itself
+            hat = _mask(realism_source, index, "hat")
+            visible = part & ~hat if hat is not None else part
+            shown = np.isin(label[visible], [DEFAULT_ORDER.index(n) for n in ("l_ear", "r_ear", "ear_r")])
+            assert shown.mean() > 0.95, (index, name, shown.mean())
+            checked += 1
+    assert checked > 50

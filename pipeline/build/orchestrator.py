@@ -10,6 +10,7 @@ be resumed and ends with the same arrays as one that never stopped.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -19,20 +20,32 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import zarr
 from joblib import Parallel, delayed, parallel_config
+from zarr.errors import ContainsArrayAndGroupError, ContainsArrayError, ContainsGroupError
 
 from celebamask.build.arrays import write_annotation_arrays
+from celebamask.build.fingerprint import (
+    Stamps,
+    changed_files,
+    read_source_stamps,
+    source_stamps,
+    stamps_digest,
+    write_source_stamps,
+)
+from celebamask.build.flags import known_issue_flags, write_flags
 from celebamask.build.worker import ROW_ARRAYS, OnError, build_shard, worker_ready
 from celebamask.config import ClassConfig, load_config
 from celebamask.errors import CelebaMaskError
 from celebamask.sources.annotations import BadLines, load_annotations
-from celebamask.sources.index import Sample, SourceIndex, index_source, locate_source
+from celebamask.sources.index import Sample, SourceIndex, SourceRef, index_source, locate_source
 from celebamask.store.chunks import RowFiles
 from celebamask.store.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
+from celebamask.store.integrity import shard_problems
 from celebamask.store.layout import (
+    BUILD_ID,
     bytes_on_disk,
     check_target,
     create_class_arrays,
@@ -40,15 +53,18 @@ from celebamask.store.layout import (
     create_store,
     creation_state,
     done_shards,
+    ensure_same_build,
     is_store,
     mark_complete,
     mark_shard_done,
     remove_partial_writes,
 )
 from celebamask.store.location import StoreTarget, as_target
+from celebamask.store.lock import new_build_id, store_lock
 from celebamask.store.shards import row_files
 
 DEFAULT_SHARD_SIZE = 64
+INT32_MAX = 2**31 - 1
 log = logging.getLogger(__name__)
 Backend = Literal["local", "dask"]
 # Options that change the arrays: a resume must use the same ones.
@@ -84,10 +100,62 @@ def tool_version() -> str:
     return _version("celebamask")
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _stop_workers_on_interrupt(build: Callable[P, R]) -> Callable[P, R]:
+    """Ctrl-C (KeyboardInterrupt) stops the local worker processes before it propagates: the
+    store is left as a crash leaves it (not complete, resumable) and no worker keeps writing."""
+
+    @functools.wraps(build)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return build(*args, **kwargs)
+        except KeyboardInterrupt:
+            stop_local_workers()
+            raise
+
+    return wrapper
+
+
+def stop_local_workers() -> None:
+    """Kill joblib's reusable loky executor, if one runs, and release what it holds (its semaphores
+    would otherwise be reported as leaked at exit)."""
+    from joblib.externals.loky import reusable_executor
+
+    executor = reusable_executor._executor
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)
+
+
+@_stop_workers_on_interrupt
 def build_store(
     source: str | Path,
     store: str | Path,
     *,
+    storage_options: dict[str, Any] | None = None,
+    break_lock: bool = False,
+    **options: Any,
+) -> BuildReport:
+    """Build ``store`` from ``source`` holding the store's lock throughout (see ``_build_store``
+    for the options). A second build of the same store, plain, ``resume`` or ``overwrite``, is
+    refused with one line naming the holder; ``break_lock`` removes a stale lock first. The lock
+    is released however the build ends (an error, Ctrl-C), so an interrupted store stays resumable.
+    """
+    target = as_target(store, storage_options)
+    if target.is_local and not os.path.isdir(os.path.dirname(target.url)):
+        raise CelebaMaskError(target, f"cannot create store: parent folder {os.path.dirname(target.url)} does not exist")
+    build_id = new_build_id()
+    with store_lock(target, build_id, break_lock=break_lock):
+        return _build_store(source, target, build_id=build_id, **options)
+
+
+def _build_store(
+    source: str | Path,
+    store: StoreTarget,
+    *,
+    build_id: str,
     config: str | Path = "default",
     jobs: int | None = None,
     limit: int | None = None,
@@ -96,7 +164,6 @@ def build_store(
     resume: bool = False,
     on_error: OnError = "fail",
     progress: Callable[[int, int], None] | None = None,
-    storage_options: dict[str, Any] | None = None,
     backend: Backend = "local",
     scheduler: str | None = None,
     dask_local: int | None = None,
@@ -126,18 +193,19 @@ def build_store(
     if backend == "dask" and not (scheduler or dask_local):
         raise CelebaMaskError(str(store), "the dask backend needs --scheduler ADDRESS or --dask-local N")
     image_codec = parse_image_codec(image_codec).spec
-    store = as_target(store, storage_options)
     state = creation_state(store)
     resuming = resume and state == "created"
     if resume and state == "foreign":
         raise CelebaMaskError(store, "exists and is not a celebamask store; cannot resume it")
     # A store killed while being created holds no built shard yet: resume starts it afresh. What
     # is replaced is deleted only once the source has been indexed and its annotations parsed.
-    replace_existing = not resuming and check_target(store, overwrite or (resume and state in ("creating", "empty")))
+    replace_existing = not resuming and check_target(store, overwrite or (resume and state in ("creating", "empty")),
+                                                     keep=[os.path.abspath(os.path.expanduser(os.fspath(source)))])
 
     ref = locate_source(source)
     index = index_source(ref, skip_bad=on_error == "skip")
     samples = index.samples[:limit] if limit else index.samples
+    _check_sample_ids(ref, samples)  # before any store is created
     workers = max(1, min(jobs, -(-len(samples) // shard_size)))  # never more processes than shards
     # workers import while this process parses annotations and creates the store (not on a
     # resume, which may find little or nothing to do)
@@ -155,16 +223,21 @@ def build_store(
             "is_zip": ref.is_zip,
             "fingerprint": index.fingerprint(limit),
         }
+        stamps = source_stamps(ref, samples)
+        source_record["content_fingerprint"] = stamps_digest(stamps)
         if resuming:
-            group = _reopen_for_resume(store, class_config, options, source_record)
-            if group.attrs.get("complete"):
+            group = _reopen_for_resume(store, class_config, options, source_record, stamps)
+            lost = _recheck_done_shards(store, group)
+            if group.attrs.get("complete") and not lost:
                 return BuildReport(str(store), len(samples), -(-len(samples) // shard_size), time.perf_counter() - started,
                                    bytes_on_disk(store), skipped=len(group.attrs.get("skipped", [])), already_complete=True)
+            group = _adopt_build_id(store, group, build_id)
             provenance = dict(group.attrs["provenance"])
             provenance.setdefault("resumed", []).append(_now())
         else:
             if replace_existing:
                 store.delete()
+            flags, known_issues = known_issue_flags([s.index for s in samples])
             provenance = {
                 "tool": "celebamask",
                 "tool_version": tool_version(),
@@ -174,18 +247,23 @@ def build_store(
                 "options": options,
                 "source": source_record,
                 "annotation_files": annotations.provenance(),
+                "known_issues": known_issues,
                 "created": _now(),
             }
-            with _writing(store, "the store's arrays"):
+            with _writing(store, "the store's arrays"), _created_meanwhile(store):
                 group = create_store(store, [s.index for s in samples], class_config, shard_size,
-                                     {"provenance": provenance, "skipped": problems_without_row}, image_codec=image_codec)
+                                     {"provenance": provenance, "skipped": problems_without_row, BUILD_ID: build_id},
+                                     image_codec=image_codec)
+                write_source_stamps(store, stamps)
                 write_annotation_arrays(group, annotations)
                 create_class_arrays(group, class_config, len(samples), shard_size)
+                write_flags(group, flags, shard_size)
                 create_progress_arrays(group, len(samples), shard_size)  # last: until it exists a resume starts afresh
         provenance["run_options"] = {"jobs": jobs, "on_error": on_error, "backend": backend}
         if backend == "dask":
             provenance["run_options"].update(scheduler=scheduler, dask_local=dask_local)
         with _writing(store, "the store's attributes"):
+            ensure_same_build(store, build_id)
             group.update_attributes({"provenance": provenance})
 
         finished = done_shards(group)
@@ -220,6 +298,7 @@ def build_store(
                     failure = failure or result.error
                     continue
                 with _writing(store, f"the record of shard {result.shard}"):
+                    ensure_same_build(store, build_id)  # never record a shard in a store another build made
                     if result.skipped:
                         skipped = _merge_skips(skipped, result.skipped)
                         group.update_attributes({"skipped": skipped})
@@ -246,6 +325,7 @@ def build_store(
         finished=_now(),
     )
     with _writing(store, "the store's attributes"):
+        ensure_same_build(store, build_id)
         mark_complete(store, {"provenance": provenance, "skipped": skipped})
     log.info("marked %s complete (%d skipped)", store, len(skipped))
     return BuildReport(str(store), len(samples), len(shards), time.perf_counter() - started, bytes_on_disk(store),
@@ -274,8 +354,9 @@ def _direct_writers(group: zarr.Group) -> dict[str, RowFiles] | None:
     return writers  # type: ignore[return-value]
 
 
-def _reopen_for_resume(store: StoreTarget, config: ClassConfig, options: dict[str, Any], source: dict[str, Any]) -> zarr.Group:
-    """Reopen an unfinished store, refusing one whose recorded options differ from these."""
+def _reopen_for_resume(store: StoreTarget, config: ClassConfig, options: dict[str, Any], source: dict[str, Any],
+                       stamps: Stamps | None = None) -> zarr.Group:
+    """Reopen an unfinished store, refusing one whose recorded options, or source files, differ."""
     if not is_store(store):
         raise CelebaMaskError(store, "exists and is not a Zarr store; cannot resume it")
     group = store.open_group(mode="r+")
@@ -289,17 +370,71 @@ def _reopen_for_resume(store: StoreTarget, config: ClassConfig, options: dict[st
     recorded_options = recorded.get("options", {})
     for key in RESUME_MUST_MATCH:
         if recorded_options.get(key) != options.get(key):
-            differences.append(f"{key} {recorded_options.get(key)!r} vs {options.get(key)!r}")
+            flag = {"limit": "--limit", "shard_size": "--shard-size", "image_codec": "--image-codec"}.get(key, key)
+            differences.append(f"{flag} {recorded_options.get(key)!r} vs {options.get(key)!r}")
     recorded_source = recorded.get("source", {})
+    same_limit = recorded_options.get("limit") == options.get("limit")  # else the file lists differ by design
     if recorded_source.get("location") != source["location"]:
         differences.append(f"source {recorded_source.get('location')} vs {source['location']}")
-    elif recorded_source.get("fingerprint") != source["fingerprint"]:
+    elif same_limit and recorded_source.get("fingerprint") != source["fingerprint"]:
         differences.append(f"source {source['location']} now holds different files than when the build started")
+    elif same_limit and recorded_source.get("content_fingerprint") not in (None, source.get("content_fingerprint")):
+        changed = changed_files(read_source_stamps(store), stamps)
+        shown = ", ".join(changed[:5]) + (f" … ({len(changed)} in all)" if len(changed) > 5 else "")
+        differences.append(f"source files changed since the build started: {shown or 'their sizes or times differ'}")
     if differences:
         raise CelebaMaskError(store, "cannot resume: built with different options: " + "; ".join(differences))
     if not group.attrs.get("complete"):
         remove_partial_writes(store)
     return group
+
+
+def _adopt_build_id(store: StoreTarget, group: zarr.Group, build_id: str) -> zarr.Group:
+    """A resume takes the store over: its build id becomes this build's, so a build that was
+    stopped meanwhile (and that the lock did not reach) can no longer record into it."""
+    with _writing(store, "the store's attributes"):
+        group.update_attributes({BUILD_ID: build_id})
+    return group
+
+
+def _recheck_done_shards(store: StoreTarget, group: zarr.Group) -> list[str]:
+    """Shards recorded done whose files are missing, empty, truncated or with an impossible index
+    are unrecorded (and the store no longer complete), so this resume builds them again."""
+    names = [name for name in ROW_ARRAYS if name in group]
+    arrays = [group[name] for name in names]
+    lost: list[str] = []
+    rebuild = []
+    for shard in sorted(done_shards(group)):
+        problems = shard_problems(store, arrays, shard)
+        if problems:
+            lost += problems
+            rebuild.append(shard)
+    if rebuild:
+        log.warning("rebuilding %d recorded shard(s) whose files are not whole: %s", len(rebuild),
+                    "; ".join(lost[:5]) + (" …" if len(lost) > 5 else ""))
+        with _writing(store, "the record of the shards to rebuild"):
+            if group.attrs.get("complete"):
+                group.update_attributes({"complete": False})
+            for shard in rebuild:
+                group["shard_done"][shard] = False  # type: ignore[index]
+    return lost
+
+
+def _check_sample_ids(ref: SourceRef, samples: Sequence[Sample]) -> None:
+    """``sample_id`` is int32: a larger image index stops here, before anything is created."""
+    for sample in samples:
+        if not 0 <= sample.index <= INT32_MAX:
+            raise CelebaMaskError(os.path.join(ref.location, sample.image),
+                                  f"image index {sample.index} does not fit the store's int32 sample ids")
+
+
+@contextmanager
+def _created_meanwhile(store: StoreTarget) -> Iterator[None]:
+    """Something (a program that does not take the lock) created the store after it was checked."""
+    try:
+        yield
+    except (ContainsArrayError, ContainsGroupError, ContainsArrayAndGroupError) as exc:
+        raise CelebaMaskError(store, "already exists (created by another program while this build started)") from exc
 
 
 @contextmanager

@@ -81,7 +81,7 @@ def verify_store(
         problems.append(f"{location}/shard_done: shards {_ranges(np.flatnonzero(~done))} were never finished")
 
     skipped_rows = {e["sample"] for e in attrs.get("skipped", []) if e.get("sample") is not None}
-    valid_total = 0
+    valid_total, valid_unread = 0, False
     if progress:
         progress(0, count)
     for start in range(0, count, shard_size):
@@ -90,6 +90,8 @@ def verify_store(
         blocks = {name: _read(location, array, rows, problems, shard_name) for name, array in arrays.items()
                   if array.ndim >= 1 and array.shape[0] == count and name != "sample_id"}
         valid, labels = blocks.get("valid"), blocks.get("label")
+        if valid is None:
+            valid_unread = True  # then a total of valid rows would miscount: not compared
         if valid is not None and labels is not None:
             valid_total += int(valid.sum())
             problems += _check_labels(location, labels, valid, class_ids, rows.start, ids)
@@ -101,7 +103,7 @@ def verify_store(
                                     "are invalid but not listed in attrs 'skipped'")
         if progress:
             progress(rows.stop, count)
-    if attrs.get("complete") and "valid_samples" in counts and counts["valid_samples"] != valid_total:
+    if attrs.get("complete") and not valid_unread and "valid_samples" in counts and counts["valid_samples"] != valid_total:
         problems.append(f"{location}/valid: {valid_total} valid rows, provenance says {counts['valid_samples']}")
 
     if source is not None and samples > 0 and ids is not None:

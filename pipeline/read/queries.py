@@ -94,10 +94,14 @@ class AnnotationQueries:
         split: str | None = None,
         present: Iterable[str] | None = None,
         attributes: Mapping[str, bool] | None = None,
+        exclude_flagged: bool = False,
     ) -> np.ndarray:
         """Row indices in ``split`` whose label map shows every class in ``present`` and whose
-        attributes have the given values, e.g. ``select("test", ["eye_g"], {"Eyeglasses": True})``."""
-        keep = np.ones(len(self), dtype=bool)
+        attributes have the given values, e.g. ``select("test", ["eye_g"], {"Eyeglasses": True})``;
+        ``exclude_flagged`` leaves out the known flawed samples (configs/known_issues.toml)."""
+        from celebamask.read.flags import unflagged_rows
+
+        keep = unflagged_rows(self.group, len(self)) if exclude_flagged else np.ones(len(self), dtype=bool)
         if split is not None:
             keep &= self.annotation("split") == self._column("split", split, "split")
         for name in present or ():
@@ -119,9 +123,12 @@ class AnnotationQueries:
         skipped = 0
         if "valid" in self.group:  # rows a build skipped (--on-error skip) count in no class
             skipped = int((~np.asarray(self.group["valid"][...])[rows]).sum())  # type: ignore[index]
+        from celebamask.read.flags import flag_counts
+
         return {
             "samples": int(present.shape[0]),
             "skipped": skipped,
+            "flagged": flag_counts(self.group, rows),  # known flaws per flag (configs/known_issues.toml)
             "split": split,
             "split_counts": split_counts,
             "classes": class_statistics(present, area, self.annotation_names("class_area"), pixels),

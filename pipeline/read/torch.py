@@ -31,7 +31,8 @@ class CelebAMaskDataset(torch.utils.data.Dataset):
 
     ``split``: a split name (``"train"``, ``"val"``, ``"test"``) or several; needs the store's
     ``split`` array. Rows a build marked invalid (a ``valid`` array, if the store has one) are
-    always left out.
+    always left out; ``exclude_flagged=True`` also leaves out the known flawed samples
+    (configs/known_issues.toml, the store's ``flags`` array).
 
     ``classes`` chooses the label ids a model sees:
     - ``None``: the store's own ids (its class table, ``store.classes``);
@@ -58,6 +59,7 @@ class CelebAMaskDataset(torch.utils.data.Dataset):
         float_image: bool = False,
         ignore_index: int = LABEL_FILL,
         storage_options: dict[str, Any] | None = None,
+        exclude_flagged: bool = False,
     ) -> None:
         if isinstance(store, CelebAMaskStore):
             opened, self.allow_incomplete = store, not store.complete  # the caller already chose
@@ -68,7 +70,7 @@ class CelebAMaskDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.float_image = float_image
         self.ignore_index = ignore_index
-        self.rows = _select_rows(opened, split)
+        self.rows = _select_rows(opened, split, exclude_flagged)
         self.label_lookup, self.class_names = _label_lookup(opened, classes, ignore_index)
         self._store: CelebAMaskStore | None = None
         self._opened_in: int | None = None
@@ -104,8 +106,10 @@ class CelebAMaskDataset(torch.utils.data.Dataset):
         return self._store
 
 
-def _select_rows(store: CelebAMaskStore, split: str | Sequence[str] | None) -> np.ndarray:
-    keep = np.ones(len(store), dtype=bool)
+def _select_rows(store: CelebAMaskStore, split: str | Sequence[str] | None, exclude_flagged: bool = False) -> np.ndarray:
+    from celebamask.read.flags import unflagged_rows
+
+    keep = unflagged_rows(store.group, len(store)) if exclude_flagged else np.ones(len(store), dtype=bool)
     if "valid" in store.group:
         keep &= np.asarray(_array(store, "valid")[:], dtype=bool)
     if split is not None:

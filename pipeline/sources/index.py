@@ -1,4 +1,4 @@
-"""Find a CelebAMask-HQ download (folder or .zip) and index it with one listing per folder.
+"""Find a CelebAMask-HQ download (folder, .zip or .tar) and index it with one listing per folder.
 
 The official merge script checks each of 18 possible files per image and, when its paths are
 wrong, silently paints nothing. Here every mask that exists is listed once, parsed, checked
@@ -13,7 +13,7 @@ import os
 import re
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from celebamask.dataset import ANNOTATION_FILES, IGNORED_MASK_NAMES, MASK_CLASS_NAMES
 from celebamask.errors import CelebaMaskError
@@ -23,8 +23,12 @@ MASK_DIR = "CelebAMask-HQ-mask-anno"
 DATASET_DIR = "CelebAMask-HQ"
 IMAGE_NAME = re.compile(r"^(\d+)\.jpg$", re.IGNORECASE)
 MASK_NAME = re.compile(r"^(\d+)_([A-Za-z_]+)\.png$", re.IGNORECASE)
-# Places a user may point at, relative to the dataset root: the root, its parent, a nested copy.
+# How many folders below what the user names the dataset root may lie (Kaggle copies add or
+# drop levels; celebamaskhq.zip holds CelebAMask-HQ/, some copies nest it once more).
+MAX_ROOT_DEPTH = 3
+# Roots the older versions accepted, kept for callers; any folder up to MAX_ROOT_DEPTH deep is found.
 ROOT_CANDIDATES = ("", DATASET_DIR, f"{DATASET_DIR}/{DATASET_DIR}")
+OFFICIAL, SUPERVISELY = "official", "supervisely"  # the layouts a source can have
 
 
 @dataclass(frozen=True)
@@ -45,15 +49,30 @@ class Sample:
 class SourceRef:
     """Picklable handle a worker uses to open the source itself (a zip handle cannot travel)."""
 
-    location: str  # the folder or .zip the user named, absolute
-    root: str  # dataset root inside it: a folder path, or a member prefix inside the zip
+    location: str  # the folder or archive the user named, absolute
+    root: str  # dataset root inside it: a folder path, or a member prefix inside the archive
+    archive: str = ""  # "zip", "tar", or "" for a folder
+    layout: str = OFFICIAL  # OFFICIAL (CelebA-HQ-img/ + CelebAMask-HQ-mask-anno/) or SUPERVISELY (Dataset Ninja)
 
     @property
     def is_zip(self) -> bool:
-        return os.path.isfile(self.location)
+        return self.archive == "zip"
 
     def open(self) -> "SourceFiles":
-        return ZipFiles(self) if self.is_zip else DirectoryFiles(self)
+        files = self.open_files()
+        if self.layout == SUPERVISELY:
+            from celebamask.sources.supervisely import SuperviselyFiles
+
+            return SuperviselyFiles(files)
+        return files
+
+    def open_files(self) -> "SourceFiles":
+        """The files as stored, whatever the layout."""
+        if self.archive == "tar":
+            from celebamask.sources.archives import TarFiles
+
+            return TarFiles(self)
+        return ZipFiles(self) if self.archive == "zip" else DirectoryFiles(self)
 
 
 class SourceFiles:
@@ -164,37 +183,14 @@ class ZipFiles(SourceFiles):
 
 
 def locate_source(path: str | Path) -> SourceRef:
-    """Accept the dataset root, its parent, a once-nested copy, or the downloaded .zip."""
+    """Accept the dataset root, a folder up to three levels above it, or the downloaded .zip or
+    .tar (whatever its name), in the official layout or as a Supervisely (Dataset Ninja) project."""
+    from celebamask.sources.archives import find_root
+
     location = os.path.abspath(os.path.expanduser(os.fspath(path)))
     if not os.path.exists(location):
         raise CelebaMaskError(location, "source does not exist")
-    looked_for = f"{IMAGE_DIR}/ and {MASK_DIR}/ in it, in {DATASET_DIR}/ and in {DATASET_DIR}/{DATASET_DIR}/"
-    if os.path.isfile(location):
-        if not zipfile.is_zipfile(location):
-            with open(location, "rb") as handle:
-                if handle.read(4) == b"PK\x03\x04":  # a zip's first member, but no directory at the end
-                    raise CelebaMaskError(location, "zip archive is truncated (no central directory at its end): "
-                                                    "an incomplete download?")
-            raise CelebaMaskError(location, "source is a file but not a zip archive")
-        with zipfile.ZipFile(location) as archive:
-            dirs = {str(PurePosixPath(n).parent) for n in archive.namelist()}
-            dirs |= {str(p) for d in list(dirs) for p in PurePosixPath(d).parents}
-        for candidate in ROOT_CANDIDATES:
-            images = f"{candidate}/{IMAGE_DIR}" if candidate else IMAGE_DIR
-            masks = f"{candidate}/{MASK_DIR}" if candidate else MASK_DIR
-            if images in dirs and masks in dirs:
-                return SourceRef(location, candidate)
-        raise CelebaMaskError(location, f"not a CelebAMask-HQ archive: looked for {looked_for}")
-    for candidate in ROOT_CANDIDATES:
-        root = os.path.join(location, candidate) if candidate else location
-        if os.path.isdir(os.path.join(root, IMAGE_DIR)) and os.path.isdir(os.path.join(root, MASK_DIR)):
-            return SourceRef(location, root)
-    for candidate in ROOT_CANDIDATES:
-        root = os.path.join(location, candidate) if candidate else location
-        for present, absent in ((IMAGE_DIR, MASK_DIR), (MASK_DIR, IMAGE_DIR)):
-            if os.path.isdir(os.path.join(root, present)):
-                raise CelebaMaskError(root, f"has {present}/ but no {absent}/ beside it")
-    raise CelebaMaskError(location, f"not a CelebAMask-HQ download: looked for {looked_for}")
+    return find_root(location)
 
 
 @dataclass
@@ -223,6 +219,10 @@ def index_source(ref: SourceRef, skip_bad: bool = False) -> SourceIndex:
     With ``skip_bad`` a problem that concerns one sample marks that sample instead of stopping,
     and files that belong to no row are kept in ``problems``.
     """
+    if ref.layout == SUPERVISELY:
+        from celebamask.sources.supervisely import index_supervisely
+
+        return index_supervisely(ref, skip_bad)
     with ref.open() as files:
         image_names = files.list_images()
         mask_names = files.list_masks()

@@ -32,6 +32,8 @@ from celebamask.store.shards import row_files
 LAYOUT = "celebamask/1"  # bump when the arrays or attributes change meaning
 LABEL_ZSTD_LEVEL = 1  # label maps: level 1 is as small as 5 (3.5 KB) and 3x faster
 METADATA_DIGEST = "metadata_sha256"  # group attribute written with ``complete: true``
+SOURCE_STAMPS_KEY = "source_stamps.json.gz"  # the source files' stamps (build/fingerprint.py)
+STORE_FILES = (SOURCE_STAMPS_KEY,)  # files of a store that belong to no Zarr node
 
 
 def _chunk_codecs(level: int) -> dict[str, Any]:
@@ -43,11 +45,13 @@ def is_store(path: StoreTarget | str | Path) -> bool:
     return as_target(path).has_key("zarr.json")
 
 
-def check_target(path: StoreTarget | str | Path, overwrite: bool) -> bool:
+def check_target(path: StoreTarget | str | Path, overwrite: bool, keep: Sequence[str | Path] = ()) -> bool:
     """Refuse to touch an existing path unless asked; never replace something that is not a store.
 
-    Touches nothing: returns True when something is there that must be deleted before the store
-    is created (the caller deletes it only once it knows the build can start)."""
+    Only a celebamask store (its ``layout`` attribute) holding nothing but its own Zarr nodes is
+    ever replaced; never a symbolic link, nor a folder that is or holds one of ``keep`` (the
+    SOURCE). Touches nothing: returns True when something is there that must be deleted before
+    the store is created (the caller deletes it only once it knows the build can start)."""
     target = as_target(path)
     if not target.exists():
         if target.is_local:
@@ -59,11 +63,66 @@ def check_target(path: StoreTarget | str | Path, overwrite: bool) -> bool:
         return False
     if not overwrite:
         raise CelebaMaskError(target, "already exists; pass --overwrite to replace it")
+    if target.is_local:
+        for kept in keep:
+            if _is_within(os.fspath(kept), target.url):
+                raise CelebaMaskError(target, f"holds the source {kept}; refusing to overwrite it")
+        if os.path.islink(target.url):
+            raise CelebaMaskError(target, f"is a symbolic link (to {os.path.realpath(target.url)}); refusing to "
+                                          "overwrite through it: name the folder it points to, or remove the link")
     if target.is_empty_folder():
         return False
-    if not is_store(target) and creation_state(target) != "creating":
+    state = creation_state(target)
+    if not is_store(target) and state != "creating":
         raise CelebaMaskError(target, "exists and is not a Zarr store; refusing to overwrite it")
+    if state not in ("created", "creating"):
+        raise CelebaMaskError(target, "exists and is not a celebamask store (no 'layout' attribute "
+                                      f"{LAYOUT!r}); refusing to overwrite it")
+    others = foreign_keys(target)
+    if others:
+        shown = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
+        raise CelebaMaskError(target, f"holds files that are not part of the store ({shown}); refusing to overwrite it")
     return True
+
+
+def _is_within(inner: str, outer: str) -> bool:
+    """``inner`` is ``outer`` or lies inside it (symbolic links resolved)."""
+    inner, outer = os.path.realpath(inner), os.path.realpath(outer)
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
+def foreign_keys(path: StoreTarget | str | Path) -> list[str]:
+    """Keys of the store that belong to none of its Zarr nodes: a user's own files put inside it.
+    Ours are the group's ``zarr.json``, everything under a top-level node (a folder with its own
+    ``zarr.json``), and the temporaries of a killed writer."""
+    target = as_target(path)
+    keys = target.list_keys()
+    nodes = {key.split("/", 1)[0] for key in keys if key.count("/") == 1 and key.endswith("/zarr.json")}
+    return [key for key in keys if key != "zarr.json" and key not in STORE_FILES
+            and key.split("/", 1)[0] not in nodes and not key.endswith(PARTIAL_SUFFIX)]
+
+
+BUILD_ID = "build_id"  # group attribute: which build created (or took over) the store
+
+
+def recorded_build_id(path: StoreTarget | str | Path) -> str | None:
+    """The build id in the store's group metadata as it is now (read afresh, never cached)."""
+    target = as_target(path)
+    try:
+        document = json.loads(target.read_key("zarr.json"))
+        return document.get("attributes", {}).get(BUILD_ID)  # type: ignore[no-any-return]
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def ensure_same_build(path: StoreTarget | str | Path, build_id: str) -> None:
+    """Stop a build whose store was replaced (or deleted) underneath it, before it records anything
+    in a store another build made."""
+    found = recorded_build_id(path)
+    if found != build_id:
+        now = f"build {found}" if found else "no build id (deleted or replaced)"
+        raise CelebaMaskError(path, f"the store was replaced while this build ran (it now records {now}, this "
+                                    f"build is {build_id}); stopping without writing into it")
 
 
 def create_store(

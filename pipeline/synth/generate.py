@@ -318,7 +318,8 @@ def _face_shapes(rng: np.random.Generator, present: frozenset[str], attributes: 
     they overlap: hair over the forehead and cheeks (and the brows under a fringe), long hair
     over neck and clothes, glasses over eyes and skin, a hat over hair and forehead, ears over
     the face edge, earrings over the lobes, clothes over the neck, a necklace over neck and
-    clothes, and the lips over the mouth.
+    clothes, and the lips over the mouth. Ears and earrings are cut out of the hair mask: the
+    photo shows them over the hair.
     """
     shapes: dict[str, Region] = {"skin": [(_face_outline(rng, attributes), True)]}
     extras: dict[str, Region] = {}  # what the photo paints differently from the masks
@@ -327,6 +328,10 @@ def _face_shapes(rng: np.random.Generator, present: frozenset[str], attributes: 
     _add_ears_earrings(rng, present, shapes)
     _add_neck_cloth_necklace(rng, shapes)
     shapes["hair"] = _hair(rng, attributes, long_hair, brow_v)
+    # The photo draws ears and earrings over the hair and, as in the real annotations, the visible
+    # ear is labelled ear: the hair mask stops where a present ear or earring is drawn.
+    shapes["hair"] += [(polygon, False) for name in ("l_ear", "r_ear", "ear_r") if name in present
+                       for polygon, _ in shapes[name]]
     shapes["hat"] = _hat(rng)
 
     feature_offset = np.array([0.35 * math.sin(math.radians(yaw)), 0.25 * math.sin(math.radians(pitch))])
