@@ -119,7 +119,8 @@ def decode_jpeg_reduced(data: bytes, size: int, path: str = "JPEG data", frame: 
     try:
         pixels = simplejpeg.decode_jpeg(data, colorspace=colorspace, min_height=size, min_width=size, strict=True)
     except Exception as exc:  # noqa: BLE001 - simplejpeg raises ValueError for libjpeg's errors and warnings alike
-        raise CelebaMaskError(path, f"cannot decode JPEG: damaged or unsupported ({exc})") from exc
+        what = "truncated" if "Premature end" in str(exc) else "damaged or unsupported"
+        raise CelebaMaskError(path, f"cannot decode JPEG: {what} ({exc})") from exc
     return None if frame.components == 4 else pixels
 
 
