@@ -148,8 +148,8 @@ def test_resume_refuses_different_options_and_names_them(synthetic_source: Path,
     attrs = json.loads(group_path.read_text())
     attrs["attributes"]["complete"] = False
     group_path.write_text(json.dumps(attrs))
-    for extra, named in ((["--config", "official"], "config 'default'"), (["--shard-size", "2"], "shard_size 4 vs 2"),
-                         (["--limit", "6"], "limit 8 vs 6")):
+    for extra, named in ((["--config", "official"], "config 'default'"), (["--shard-size", "2"], "--shard-size 4 vs 2"),
+                         (["--limit", "6"], "--limit 8 vs 6")):
         args = ["--shard-size", "4", "--limit", "8", *extra]
         before = {p: p.read_bytes() for p in store.rglob("*") if p.is_file()}
         result = run("build", synthetic_source, store, "--jobs", "1", "--resume", "--quiet", *args[:0], *_dedupe(args))

@@ -4,11 +4,18 @@ A pixel is "on" where the mask's first channel is non-zero, whatever the PNG mod
 official merge script's rule); classes are painted in the config's paint order, so a later
 class overwrites an earlier one where masks overlap.
 
+Every mask is checked as a validating decoder (libpng, libspng) checks it before any pixel is
+used (:func:`read_png`, :func:`inflate_png`): every chunk's CRC, the chunk order, the header's
+fields, and a zlib stream that is intact and holds exactly the image's rows. What libpng only
+warns about counts as damage too. So a damaged mask is an error naming it, never a map made of
+whatever rows a lenient decoder got before it stopped reading (Pillow does that).
+
 Decoding ~13 mask PNGs is most of a sample's build time, and most of that is zlib's inflate
-(slow on the run-length streams 0/255 masks are stored as). Plain 8-bit PNGs are therefore
-inflated with libdeflate (the ``deflate`` package, ~10× faster here) and un-filtered with
-numpy; anything else (palette, 1-bit, 16-bit, interlaced) goes through Pillow.
-Both paths give the same pixels (tests/test_decoders.py).
+(slow on the run-length streams 0/255 masks are stored as). Masks are therefore inflated with
+libdeflate (the ``deflate`` package, ~10× faster here) and 8- and 16-bit ones un-filtered with
+numpy; palette, 1/2/4-bit and interlaced 8-bit masks are decoded by Pillow, whose pixels are
+exact for those (Pillow keeps only the high byte of 16-bit LA/RGB/RGBA samples: numpy decodes
+those). The paths give the same pixels (tests/test_decoders.py, tests/test_fuzz.py).
 
 Un-filtering, not inflating, is the larger part of that decode, and a mask's "on" pixels sit in
 a fifth of its rows on average (an eye in 2%). So the build un-filters, thresholds and paints
@@ -24,8 +31,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from celebamask.build.sniff import what_it_is
 from celebamask.config import MASK_SIZE, ClassConfig
 from celebamask.errors import CelebaMaskError
 from celebamask.store.prediction import running_sum_along, running_sum_down
@@ -36,7 +44,7 @@ except ImportError:  # pragma: no cover - deflate is a dependency, this is a saf
     deflate = None
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_SAMPLES_PER_PIXEL = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel (L, RGB, LA, RGBA)
+_SAMPLES_PER_PIXEL = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel (L, RGB, P, LA, RGBA)
 _SUB, _UP, _AVG, _PAETH = 1, 2, 3, 4  # PNG row filters (0 is None)
 
 
@@ -62,29 +70,35 @@ def decode_mask(data: bytes, path: str) -> np.ndarray:
 
 def decode_mask_rows(data: bytes, path: str) -> MaskRows:
     """The mask's "on" pixels (first channel non-zero) in the band of rows that holds them; raise
-    naming ``path`` if it is not a 512² PNG."""
-    inflated = _inflate_plain_png(data, path)
-    if inflated is None:
-        return MaskRows(0, _decode_mask_with_pillow(data, path))
-    filters, filtered = inflated
+    naming ``path`` if it is not a valid 512² PNG (see :func:`read_png`)."""
+    png = _read_mask_png(data, path)
+    raw = inflate_png(png, path)
+    if png.colour == _PALETTE or png.depth < 8 or (png.interlace and png.depth == 8):
+        return MaskRows(0, _decode_mask_with_pillow(data, path, png))
+    if png.interlace:  # 16-bit: Pillow would keep only the high byte of LA/RGB/RGBA samples
+        return MaskRows(0, _sample_on(_unfilter_png(png, raw, path), png.depth // 8))
+    filters, filtered = _plain_rows(png, raw, path)
     top, stop = _rows_with_content(filters, filtered)
     # every filter predicts a byte from bytes of its own channel; the row above the band is all
-    # zeros, as PNG's first row assumes
-    band = _unfilter(filters[top:stop], filtered[top:stop, :, :1])
+    # zeros, as PNG's first row assumes. A 16-bit first sample is two bytes, high byte first.
+    sample_bytes = png.depth // 8
+    band = _unfilter(filters[top:stop], filtered[top:stop, :, :sample_bytes], _MAX_AVG_ROWS if sample_bytes == 1 else None)
     if band is None:
-        return MaskRows(0, _decode_mask_with_pillow(data, path))
-    return MaskRows(top, band[:, :, 0] != 0)
+        return MaskRows(0, _decode_mask_with_pillow(data, path, png))
+    return MaskRows(top, _sample_on(band, sample_bytes))
 
 
 def decode_png_pixels(data: bytes, path: str) -> np.ndarray:
-    """Every sample of a mask PNG, (512, 512, channels) uint8, by the fastest path that applies.
+    """Every byte of a mask PNG's pixels, (512, 512, bytes per pixel) uint8 (8-bit samples; Pillow's
+    8-bit view otherwise), by the fastest path that applies.
 
     The build only un-filters the first channel of the rows with content (all it needs; inflating
     is the same work); this full decode is what the benchmark's decode floor measures.
     """
-    inflated = _inflate_plain_png(data, path)
-    if inflated is not None:
-        pixels = _unfilter(*inflated)
+    png = _read_mask_png(data, path)
+    raw = inflate_png(png, path)
+    if png.depth == 8 and png.colour != _PALETTE and not png.interlace:
+        pixels = _unfilter(*_plain_rows(png, raw, path), _MAX_AVG_ROWS)
         if pixels is not None:
             return pixels
     with _open_png(data, path) as image:
@@ -92,33 +106,208 @@ def decode_png_pixels(data: bytes, path: str) -> np.ndarray:
     return array if array.ndim == 3 else array[:, :, None]
 
 
-def _inflate_plain_png(data: bytes, path: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """An 8-bit, non-interlaced L/LA/RGB/RGBA PNG inflated: (row filters, filtered bytes as
-    (height, width, channels)); None if it is anything else or its image data does not inflate
-    to exactly the rows (Pillow then decodes it, or names what is wrong)."""
+@dataclass(frozen=True)
+class PngFile:
+    """A PNG whose chunks have been checked (:func:`read_png`): its header, palette and image data."""
+
+    width: int
+    height: int
+    depth: int
+    colour: int
+    interlace: int
+    palette: bytes | None  # the PLTE chunk's body (red, green, blue per entry)
+    compressed: bytes  # the IDAT chunks' bodies, joined: one zlib stream
+
+    @property
+    def pixel_bytes(self) -> int:
+        """Bytes per pixel as PNG's filters count them (at least 1)."""
+        return max(1, self.depth * _SAMPLES_PER_PIXEL[self.colour] // 8)
+
+    def row_bytes(self, width: int) -> int:
+        """Bytes of one filtered row ``width`` pixels wide, its filter byte included."""
+        return 1 + (width * self.depth * _SAMPLES_PER_PIXEL[self.colour] + 7) // 8
+
+    def passes(self) -> list[tuple[int, int, int, int, int, int]]:
+        """(x0, y0, dx, dy, width, height) of each non-empty pass: one, or Adam7's seven."""
+        grid = ADAM7 if self.interlace else ((0, 0, 1, 1),)
+        sizes = [(x0, y0, dx, dy, -(-(self.width - x0) // dx), -(-(self.height - y0) // dy)) for x0, y0, dx, dy in grid]
+        return [size for size in sizes if size[4] > 0 and size[5] > 0]
+
+    def raw_size(self) -> int:
+        """Bytes the image data inflates to: every pass's filtered rows."""
+        return sum(height * self.row_bytes(width) for _, _, _, _, width, height in self.passes())
+
+
+def read_png(data: bytes, path: str) -> PngFile:
+    """Check a PNG's chunk structure as a validating decoder does, and return its parts.
+
+    Refused, naming ``path``: no PNG signature, a CRC error in any chunk (ancillary ones too,
+    which libpng only warns about), a header that is not first, not alone or not valid (bit depth
+    for the colour type), a palette PNG without PLTE, PLTE where it cannot be, IDAT chunks that
+    are not consecutive, an unknown critical chunk, a file that ends before IEND, and bytes after it.
+    """
     if not data:
         raise CelebaMaskError(path, "empty file (0 bytes)")
-    if deflate is None or not data.startswith(PNG_SIGNATURE):
-        return None
-    header, compressed = _png_header_and_data(data, path)
-    width, height, depth, colour, compression, filter_method, interlace = header
-    if (width, height) != (MASK_SIZE, MASK_SIZE):
-        raise CelebaMaskError(path, f"mask is {width}x{height}, expected {MASK_SIZE}x{MASK_SIZE}")
-    channels = _SAMPLES_PER_PIXEL.get(colour)
-    if channels is None or depth != 8 or compression or filter_method or interlace:
-        return None
-    row_bytes = 1 + width * channels
+    if not data.startswith(PNG_SIGNATURE):
+        raise CelebaMaskError(path, f"not a PNG ({what_it_is(data)})")
+    view = memoryview(data)
+    header: tuple[int, ...] | None = None
+    palette: bytes | None = None
+    parts: list[memoryview] = []
+    idat_state = 0  # 0 before the image data, 1 in it, 2 after it
+    position = len(PNG_SIGNATURE)
+    while True:
+        if position + 12 > len(data):
+            raise CelebaMaskError(path, "cannot decode PNG: file ends before its IEND chunk (truncated)")
+        length, kind = struct.unpack_from(">I4s", data, position)
+        name = kind.decode("latin-1")
+        if not kind.isalpha():
+            raise CelebaMaskError(path, f"cannot decode PNG: invalid chunk type {name!r} at byte {position}")
+        end = position + 12 + length
+        if length > _MAX_CHUNK or end > len(data):
+            raise CelebaMaskError(path, f"cannot decode PNG: file ends inside its {name} chunk")
+        body = view[position + 8 : end - 4]
+        if zlib.crc32(view[position + 4 : end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
+            raise CelebaMaskError(path, f"cannot decode PNG: {name} chunk fails its CRC check")
+        if (header is None) == (kind != b"IHDR"):
+            problem = "a second IHDR chunk" if header is not None else f"first chunk is {name}, not IHDR"
+            raise CelebaMaskError(path, f"cannot decode PNG: {problem}")
+        if kind == b"IDAT":
+            if idat_state == 2:
+                raise CelebaMaskError(path, "cannot decode PNG: its IDAT chunks are not consecutive")
+            idat_state = 1
+            parts.append(body)
+        elif idat_state == 1:
+            idat_state = 2
+        if kind == b"IHDR":
+            header = _check_png_header(bytes(body), path)
+        elif kind == b"PLTE":
+            palette = _check_palette(bytes(body), header[3], palette is not None or idat_state > 0, path)  # type: ignore[index]
+        elif kind == b"IEND":
+            break
+        elif kind[0] & 0x20 == 0 and kind != b"IDAT":  # lower-case first letter: ancillary, safe to ignore
+            raise CelebaMaskError(path, f"cannot decode PNG: unknown critical chunk {name}")
+        position = end
+    if length:
+        raise CelebaMaskError(path, "cannot decode PNG: its IEND chunk is not empty")
+    if end != len(data):
+        raise CelebaMaskError(path, f"cannot decode PNG: {len(data) - end} bytes after its IEND chunk")
+    width, height, depth, colour, _, _, interlace = header  # type: ignore[misc]
+    if colour == _PALETTE and palette is None:
+        raise CelebaMaskError(path, "cannot decode PNG: palette PNG without a PLTE chunk")
+    if not parts:
+        raise CelebaMaskError(path, "cannot decode PNG: no image data (IDAT)")
+    return PngFile(width, height, depth, colour, interlace, palette, b"".join(parts))
+
+
+_PALETTE = 3  # PNG colour type of palette images
+_MAX_CHUNK = 2**31 - 1  # PNG's limit on a chunk's length
+_BIT_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # colour type -> allowed
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))  # x0, y0, dx, dy
+
+
+def _check_png_header(body: bytes, path: str) -> tuple[int, ...]:
+    """IHDR's fields, if they describe an image PNG allows."""
+    if len(body) != 13:
+        raise CelebaMaskError(path, f"cannot decode PNG: IHDR chunk is {len(body)} bytes, not 13")
+    width, height, depth, colour, compression, filter_method, interlace = fields = struct.unpack(">IIBBBBB", body)
+    if colour not in _BIT_DEPTHS:
+        raise CelebaMaskError(path, f"cannot decode PNG: unknown colour type {colour}")
+    if depth not in _BIT_DEPTHS[colour]:
+        raise CelebaMaskError(path, f"cannot decode PNG: bit depth {depth} is not allowed for colour type {colour}")
+    if not (0 < width <= _MAX_CHUNK and 0 < height <= _MAX_CHUNK):
+        raise CelebaMaskError(path, f"cannot decode PNG: invalid size {width}x{height}")
+    if compression or filter_method or interlace > 1:
+        raise CelebaMaskError(path, "cannot decode PNG: unknown compression, filter or interlace method")
+    return fields
+
+
+def _check_palette(body: bytes, colour: int, misplaced: bool, path: str) -> bytes:
+    if misplaced or colour in (0, 4):
+        raise CelebaMaskError(path, "cannot decode PNG: a PLTE chunk where none may be")
+    if not body or len(body) % 3 or len(body) > 3 * 256:
+        raise CelebaMaskError(path, f"cannot decode PNG: PLTE chunk of {len(body)} bytes is not 1 to 256 entries")
+    return body
+
+
+def _read_mask_png(data: bytes, path: str) -> PngFile:
+    png = read_png(data, path)
+    if (png.width, png.height) != (MASK_SIZE, MASK_SIZE):
+        raise CelebaMaskError(path, f"mask is {png.width}x{png.height}, expected {MASK_SIZE}x{MASK_SIZE}")
+    return png
+
+
+def inflate_png(png: PngFile, path: str) -> bytes:
+    """The PNG's filtered rows, from a zlib stream that must be intact (adler32), hold exactly those
+    rows (libpng warns of more, and that counts as damage here) and end where the image data ends.
+
+    libdeflate inflates (~10× faster than zlib on masks); it cannot tell "more data than the rows"
+    from damage, nor see bytes after the stream except through the checksum, so anything it does
+    not accept whole is inflated again by zlib, which names what is wrong.
+    """
+    expected = png.raw_size()
+    compressed = png.compressed
+    if deflate is not None and len(compressed) > 6:
+        try:
+            raw = deflate.zlib_decompress(compressed, expected)
+        except deflate.DeflateError:
+            raw = b""
+        # the stream's adler32 is its last 4 bytes only if nothing follows the stream
+        if len(raw) == expected and int.from_bytes(compressed[-4:], "big") == deflate.adler32(raw):
+            return raw
+    return _inflate_with_zlib(compressed, expected, path)
+
+
+def _inflate_with_zlib(compressed: bytes, expected: int, path: str) -> bytes:
+    stream = zlib.decompressobj()
     try:
-        raw = deflate.zlib_decompress(compressed, height * row_bytes)
-    except deflate.DeflateError:
-        return None  # corrupt, or more data than the rows need (which Pillow accepts): Pillow decides
-    if len(raw) != height * row_bytes:
-        return None
-    rows = np.frombuffer(raw, dtype=np.uint8).reshape(height, row_bytes)
-    filters = rows[:, 0]
-    if filters.max() > _PAETH:
+        raw = stream.decompress(compressed, expected + 1)  # never more than one byte too many
+        more = b"" if stream.eof or len(raw) > expected else stream.decompress(stream.unconsumed_tail, 1)
+    except zlib.error as exc:
+        raise CelebaMaskError(path, f"cannot decode PNG: damaged image data (zlib: {exc})") from exc
+    if len(raw) > expected or more:
+        raise CelebaMaskError(path, "cannot decode PNG: image data holds more than its rows")
+    if not stream.eof:
+        raise CelebaMaskError(path, "cannot decode PNG: image data ends before its rows do (truncated)")
+    if stream.unused_data:
+        raise CelebaMaskError(path, f"cannot decode PNG: {len(stream.unused_data)} bytes after the image data's zlib stream")
+    if len(raw) < expected:
+        raise CelebaMaskError(path, f"cannot decode PNG: image data holds {len(raw)} of its {expected} bytes of rows")
+    return raw
+
+
+def _plain_rows(png: PngFile, raw: bytes, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """A non-interlaced PNG of 8- or 16-bit samples as (row filters, filtered bytes as (height,
+    width, bytes per pixel))."""
+    rows = np.frombuffer(raw, dtype=np.uint8).reshape(png.height, png.row_bytes(png.width))
+    filters = _checked_filters(rows[:, 0], path)
+    return filters, rows[:, 1:].reshape(png.height, png.width, png.pixel_bytes)
+
+
+def _checked_filters(filters: np.ndarray, path: str) -> np.ndarray:
+    if len(filters) and filters.max() > _PAETH:
         raise CelebaMaskError(path, f"cannot decode PNG: unknown row filter {int(filters.max())}")
-    return filters, rows[:, 1:].reshape(height, width, channels)
+    return filters
+
+
+def _unfilter_png(png: PngFile, raw: bytes, path: str) -> np.ndarray:
+    """Every byte of a PNG of 8- or 16-bit samples, interlaced or not: (height, width, bytes per pixel)."""
+    pixels = np.zeros((png.height, png.width, png.pixel_bytes), dtype=np.uint8)
+    offset = 0
+    for x0, y0, dx, dy, width, height in png.passes():
+        row_bytes = png.row_bytes(width)
+        rows = np.frombuffer(raw, dtype=np.uint8, count=height * row_bytes, offset=offset).reshape(height, row_bytes)
+        offset += height * row_bytes
+        filters = _checked_filters(rows[:, 0], path)
+        pixels[y0::dy, x0::dx] = _unfilter(filters, rows[:, 1:].reshape(height, width, png.pixel_bytes), None)
+    return pixels
+
+
+def _sample_on(pixels: np.ndarray, sample_bytes: int) -> np.ndarray:
+    """Where the first sample (its first ``sample_bytes`` bytes) is non-zero."""
+    if sample_bytes == 1:
+        return pixels[:, :, 0] != 0
+    return pixels[:, :, :sample_bytes].any(axis=2)
 
 
 def _rows_with_content(filters: np.ndarray, filtered: np.ndarray) -> tuple[int, int]:
@@ -138,17 +327,18 @@ def _rows_with_content(filters: np.ndarray, filtered: np.ndarray) -> tuple[int, 
     return top, stop
 
 
-def _unfilter(filters: np.ndarray, filtered: np.ndarray) -> np.ndarray | None:
+def _unfilter(filters: np.ndarray, filtered: np.ndarray, max_avg_rows: int | None = None) -> np.ndarray | None:
     """Undo PNG's row filters (arithmetic modulo 256) on (height, width, channels) bytes.
 
     None and Sub rows stand alone and are undone all at once; a run of Up rows is a running sum
     down the run; Avg and Paeth rows depend on their left neighbour nonlinearly and are undone
     one row at a time, in order. Rows that are all None come back as they are (a read-only view);
-    None when so many Avg rows need that that Pillow is faster (the caller then falls back to it).
+    None when more than ``max_avg_rows`` Avg row-channels need that (Pillow is then faster, and
+    the caller falls back to it).
     """
     if not filters.any():
         return filtered
-    if int(np.count_nonzero(filters == _AVG)) * filtered.shape[2] > _MAX_AVG_ROWS:
+    if max_avg_rows is not None and int(np.count_nonzero(filters == _AVG)) * filtered.shape[2] > max_avg_rows:
         return None
     pixels = np.array(filtered, order="C")  # contiguous, and ours to change
     sub = filters == _SUB
@@ -243,79 +433,40 @@ def _unavg_row(row: np.ndarray, above: np.ndarray) -> None:
     row[:] = values
 
 
-def _png_header_and_data(data: bytes, path: str) -> tuple[tuple[int, ...], bytes]:
-    """The IHDR fields and the concatenated IDAT payload, with both chunks' CRCs checked and the
-    closing IEND chunk present (a file cut between chunks is still truncated)."""
-    header: tuple[int, ...] | None = None
-    parts: list[bytes] = []
-    ended = False
-    position = len(PNG_SIGNATURE)
-    while position + 8 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, position)
-        end = position + 12 + length
-        if end > len(data):
-            raise CelebaMaskError(path, f"cannot decode PNG: file ends inside its {kind.decode('latin-1')} chunk")
-        if kind in (b"IHDR", b"IDAT"):
-            body = data[position + 8 : end - 4]
-            if zlib.crc32(body, zlib.crc32(kind)) != struct.unpack_from(">I", data, end - 4)[0]:
-                raise CelebaMaskError(path, f"cannot decode PNG: {kind.decode()} chunk fails its CRC check")
-            if kind == b"IHDR" and length == 13:
-                header = struct.unpack(">IIBBBBB", body)
-            elif kind == b"IDAT":
-                parts.append(body)
-        elif kind == b"IEND":
-            ended = True
-            break
-        position = end
-    if header is None:
-        raise CelebaMaskError(path, "cannot decode PNG: no valid IHDR header chunk")
-    if not parts:
-        raise CelebaMaskError(path, "cannot decode PNG: no image data (IDAT)")
-    if not ended:
-        raise CelebaMaskError(path, "cannot decode PNG: file ends before its IEND chunk (truncated)")
-    return header, b"".join(parts)
-
-
 def _open_png(data: bytes, path: str) -> Image.Image:
-    """Open with Pillow (loaded), checking it is a 512² PNG; raise naming ``path`` otherwise."""
-    if not data:
-        raise CelebaMaskError(path, "empty file (0 bytes)")
+    """Open and load with Pillow a PNG that :func:`read_png` has checked; raise naming ``path``."""
     try:
-        image = Image.open(io.BytesIO(data))
-        if image.format != "PNG":
-            raise CelebaMaskError(path, f"not a PNG (found {image.format or 'unknown format'})")
-        if image.size != (MASK_SIZE, MASK_SIZE):
-            width, height = image.size
-            raise CelebaMaskError(path, f"mask is {width}x{height}, expected {MASK_SIZE}x{MASK_SIZE}")
+        image = Image.open(io.BytesIO(data), formats=["PNG"])
         image.load()
         return image
-    except CelebaMaskError:
-        raise
-    except UnidentifiedImageError as exc:
-        raise CelebaMaskError(path, "not a PNG (not an image format Pillow recognises)") from exc
-    except (OSError, ValueError, SyntaxError) as exc:  # Pillow's ways of saying "corrupt"
+    except Exception as exc:  # noqa: BLE001 - whatever Pillow raises, it is this file's problem
         raise CelebaMaskError(path, f"cannot decode PNG: {exc}") from exc
 
 
-def _decode_mask_with_pillow(data: bytes, path: str) -> np.ndarray:
+def _decode_mask_with_pillow(data: bytes, path: str, png: PngFile) -> np.ndarray:
+    """Pillow's pixels where they are exact (8-bit and smaller samples, palette indices): palette,
+    1/2/4-bit and interlaced 8-bit masks, and many Avg rows; the image data was checked whole first."""
     with _open_png(data, path) as image:
         try:
-            return _first_channel_on(image)
-        except (OSError, ValueError) as exc:
+            if image.mode == "P":
+                return _palette_on(np.asarray(image), png.palette or b"", path)
+            if image.mode not in ("1", "L", "LA", "RGB", "RGBA"):
+                raise CelebaMaskError(path, f"cannot decode PNG: unexpected Pillow mode {image.mode}")
+            return np.asarray(image.getchannel(0) if len(image.getbands()) > 1 else image) != 0
+        except CelebaMaskError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - as in _open_png
             raise CelebaMaskError(path, f"cannot decode PNG: {exc}") from exc
 
 
-def _first_channel_on(image: Image.Image) -> np.ndarray:
-    if image.mode == "P":
-        # The first channel of a palette image is the palette's red entry of each index.
-        indices = np.asarray(image)
-        palette = np.asarray(image.getpalette() or [0, 0, 0], dtype=np.uint8).reshape(-1, 3)
-        red = np.zeros(256, dtype=bool)
-        red[: len(palette)] = palette[:, 0] != 0
-        return red[indices]
-    if len(image.getbands()) > 1:
-        image = image.getchannel(0)
-    return np.asarray(image) != 0
+def _palette_on(indices: np.ndarray, palette: bytes, path: str) -> np.ndarray:
+    """The first channel of a palette image is the palette's red entry of each index; an index
+    past the palette's end is damage (libpng warns of it)."""
+    red = np.frombuffer(palette, dtype=np.uint8)[0::3] != 0
+    largest = int(indices.max())
+    if largest >= len(red):
+        raise CelebaMaskError(path, f"cannot decode PNG: palette index {largest} beyond its {len(red)}-entry PLTE")
+    return red[indices]
 
 
 def paint_label(masks: Mapping[str, np.ndarray | MaskRows], config: ClassConfig) -> np.ndarray:

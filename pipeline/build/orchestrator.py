@@ -226,7 +226,7 @@ def _build_store(
         stamps = source_stamps(ref, samples)
         source_record["content_fingerprint"] = stamps_digest(stamps)
         if resuming:
-            group = _reopen_for_resume(store, class_config, options, source_record, stamps)
+            group = _reopen_for_resume(store, class_config, options, source_record, stamps, samples)
             lost = _recheck_done_shards(store, group)
             if group.attrs.get("complete") and not lost:
                 return BuildReport(str(store), len(samples), -(-len(samples) // shard_size), time.perf_counter() - started,
@@ -234,6 +234,8 @@ def _build_store(
             group = _adopt_build_id(store, group, build_id)
             provenance = dict(group.attrs["provenance"])
             provenance.setdefault("resumed", []).append(_now())
+            provenance["source"] = source_record  # files of unbuilt shards may have changed: stamp them anew
+            write_source_stamps(store, stamps)
         else:
             if replace_existing:
                 store.delete()
@@ -354,8 +356,19 @@ def _direct_writers(group: zarr.Group) -> dict[str, RowFiles] | None:
     return writers  # type: ignore[return-value]
 
 
+def _changed_in_built_shards(changed: list[str], group: zarr.Group, samples: Sequence[Sample],
+                             shard_size: int) -> list[str]:
+    """The changed files that a recorded shard was built from (the others are read when built)."""
+    if not changed:
+        return []
+    done = done_shards(group)
+    built = {name for row, sample in enumerate(samples) if row // shard_size in done
+             for name in (sample.image, *sample.masks.values())}
+    return [name for name in changed if name in built]
+
+
 def _reopen_for_resume(store: StoreTarget, config: ClassConfig, options: dict[str, Any], source: dict[str, Any],
-                       stamps: Stamps | None = None) -> zarr.Group:
+                       stamps: Stamps | None, samples: Sequence[Sample]) -> zarr.Group:
     """Reopen an unfinished store, refusing one whose recorded options, or source files, differ."""
     if not is_store(store):
         raise CelebaMaskError(store, "exists and is not a Zarr store; cannot resume it")
@@ -379,9 +392,11 @@ def _reopen_for_resume(store: StoreTarget, config: ClassConfig, options: dict[st
     elif same_limit and recorded_source.get("fingerprint") != source["fingerprint"]:
         differences.append(f"source {source['location']} now holds different files than when the build started")
     elif same_limit and recorded_source.get("content_fingerprint") not in (None, source.get("content_fingerprint")):
-        changed = changed_files(read_source_stamps(store), stamps)
-        shown = ", ".join(changed[:5]) + (f" … ({len(changed)} in all)" if len(changed) > 5 else "")
-        differences.append(f"source files changed since the build started: {shown or 'their sizes or times differ'}")
+        recorded_stamps = read_source_stamps(store)
+        changed = _changed_in_built_shards(changed_files(recorded_stamps, stamps), group, samples, options["shard_size"])
+        if changed or recorded_stamps is None:  # files of shards not built yet may change: they are read afresh
+            shown = ", ".join(changed[:5]) + (f" … ({len(changed)} in all)" if len(changed) > 5 else "")
+            differences.append(f"source files changed since the build started: {shown or 'their sizes or times differ'}")
     if differences:
         raise CelebaMaskError(store, "cannot resume: built with different options: " + "; ".join(differences))
     if not group.attrs.get("complete"):

@@ -5,22 +5,25 @@ for 1024² → 512² that is 3× faster than a full decode and 44–52 dB from a
 Lanczos. Any remaining factor is finished with Lanczos.
 
 simplejpeg drives libjpeg-turbo directly and gives the same pixels as Pillow's ``draft`` about
-a third faster (no file-object layer); Pillow stays the path for anything simplejpeg declines
-(CMYK, damaged or non-JPEG data), which also produces the precise error messages.
+a third faster (no file-object layer). It decodes strictly: every libjpeg warning (damaged or
+missing data, a bad scan header, ...) is an error naming the file, where Pillow would ignore
+it and return grey or garbage. Before any decode the frame header is read here
+(:func:`jpeg_frame`): only 8-bit baseline, extended and progressive Huffman JPEGs go on,
+since libjpeg-turbo's scaled decode of a lossless (SOF3) JPEG crashes the process. Pillow
+decodes only 4-channel (CMYK/YCCK) JPEGs, after simplejpeg has decoded them strictly to check them.
 """
 
 from __future__ import annotations
 
 import io
+from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from celebamask.build.sniff import what_it_is
 from celebamask.config import MASK_SIZE
 from celebamask.errors import CelebaMaskError
-
-# libjpeg's warnings about missing or damaged data (simplejpeg raises them with strict=True)
-_LIBJPEG_DAMAGE_WARNINGS = ("Premature end of JPEG file", "Corrupt JPEG data")
 
 try:
     import simplejpeg
@@ -30,56 +33,108 @@ except ImportError:  # pragma: no cover - simplejpeg is a dependency, this is a 
 
 def decode_image(data: bytes, path: str, size: int) -> np.ndarray:
     """Return the image as a (size, size, 3) uint8 array; raise naming ``path`` if it is unusable."""
+    frame = jpeg_frame(data, path)
+    if frame.width != frame.height:
+        raise CelebaMaskError(path, f"image is {frame.width}x{frame.height}, not square")
+    if frame.width < size:
+        raise CelebaMaskError(path, f"image is {frame.width}x{frame.height}, smaller than the store's {size}x{size}")
+    reduced = decode_jpeg_reduced(data, size, path, frame)
+    if reduced is None:
+        return _decode_image_with_pillow(data, path, size)
+    if reduced.shape[:2] == (size, size):
+        return reduced
+    return np.asarray(Image.fromarray(reduced).resize((size, size), Image.Resampling.LANCZOS))
+
+
+class JpegFrame(NamedTuple):
+    marker: int  # the SOF marker's second byte: 0xC0 baseline, 0xC1 extended, 0xC2 progressive, ...
+    precision: int  # bits per sample
+    height: int
+    width: int
+    components: int
+
+
+_SUPPORTED_FRAMES = (0xC0, 0xC1, 0xC2)  # Huffman-coded sequential and progressive DCT
+_FRAME_KINDS = {0xC3: "lossless (SOF3)", 0xC5: "hierarchical (SOF5)", 0xC6: "hierarchical progressive (SOF6)",
+                0xC7: "hierarchical lossless (SOF7)", 0xC9: "arithmetic-coded (SOF9)",
+                0xCA: "arithmetic-coded progressive (SOF10)", 0xCB: "arithmetic-coded lossless (SOF11)",
+                0xCD: "hierarchical arithmetic-coded (SOF13)", 0xCE: "hierarchical arithmetic-coded (SOF14)",
+                0xCF: "hierarchical arithmetic-coded lossless (SOF15)"}
+_STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length
+
+
+def jpeg_frame(data: bytes, path: str) -> JpegFrame:
+    """The JPEG's frame header (SOFn), read from its markers, if it is one this build decodes:
+    raise naming ``path`` for anything else (not a JPEG, lossless, 12-bit, arithmetic-coded, ...)."""
     if not data:
         raise CelebaMaskError(path, "empty file (0 bytes)")
-    reduced = decode_jpeg_reduced(data, size, path)
-    if reduced is not None:
-        if reduced.shape[:2] == (size, size):
-            return reduced
-        return np.asarray(Image.fromarray(reduced).resize((size, size), Image.Resampling.LANCZOS))
-    return _decode_image_with_pillow(data, path, size)
+    if not data.startswith(b"\xff\xd8"):
+        raise CelebaMaskError(path, f"not a JPEG ({what_it_is(data)})")
+    position = 2
+    while True:
+        while position < len(data) and data[position] == 0xFF and position + 1 < len(data) and data[position + 1] == 0xFF:
+            position += 1  # fill bytes before a marker
+        if position + 4 > len(data):
+            raise CelebaMaskError(path, "cannot decode JPEG: file ends before its frame header (truncated)")
+        if data[position] != 0xFF:
+            raise CelebaMaskError(path, f"cannot decode JPEG: no marker at byte {position} before its frame header")
+        marker = data[position + 1]
+        if marker in _STANDALONE_MARKERS:
+            position += 2
+            continue
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker in (0xD8, 0xD9, 0xDA) or length < 2:
+            raise CelebaMaskError(path, f"cannot decode JPEG: marker 0x{marker:02X} before its frame header")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return _checked_frame(marker, data[position + 4 : position + 2 + length], path)
+        position += 2 + length
 
 
-def decode_jpeg_reduced(data: bytes, size: int, path: str = "JPEG data") -> np.ndarray | None:
+def _checked_frame(marker: int, body: bytes, path: str) -> JpegFrame:
+    if len(body) < 6:
+        raise CelebaMaskError(path, "cannot decode JPEG: its frame header is cut short")
+    frame = JpegFrame(marker, body[0], int.from_bytes(body[1:3], "big"), int.from_bytes(body[3:5], "big"), body[5])
+    if marker not in _SUPPORTED_FRAMES:
+        raise CelebaMaskError(path, f"{_FRAME_KINDS.get(marker, f'SOF 0x{marker:02X}')} JPEG is not supported")
+    if frame.precision != 8:
+        raise CelebaMaskError(path, f"{frame.precision}-bit JPEG is not supported (only 8-bit samples)")
+    if frame.components not in (1, 3, 4) or not frame.width or not frame.height:
+        raise CelebaMaskError(path, f"cannot decode JPEG: frame header says {frame.width}x{frame.height} with "
+                                    f"{frame.components} components")
+    return frame
+
+
+def decode_jpeg_reduced(data: bytes, size: int, path: str = "JPEG data", frame: JpegFrame | None = None) -> np.ndarray | None:
     """The square JPEG decoded by libjpeg-turbo at the smallest scale n/8 still ≥ ``size`` (for
-    1024 → 512 what Pillow's ``draft`` gives); None if simplejpeg is missing or declines the data.
+    1024 → 512 what Pillow's ``draft`` gives); None if simplejpeg is missing or the JPEG has
+    4 components (Pillow converts those; they are decoded here only to check them).
 
-    A truncated or damaged JPEG raises naming ``path``: libjpeg only warns about it (and fills
-    what is missing with grey), so Pillow, which ignores the warnings, could decode it silently.
+    Any libjpeg warning raises naming ``path``: libjpeg fills missing or damaged data with grey,
+    or decodes a damaged scan header into garbage, and only warns.
     """
+    frame = frame or jpeg_frame(data, path)
     if simplejpeg is None:
         return None
+    colorspace = "CMYK" if frame.components == 4 else "RGB"
     try:
-        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-        if width != height or width < size:
-            return None  # Pillow's path reports it
-        return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=size, min_width=size, strict=True)
-    except ValueError as exc:
-        if str(exc).startswith(_LIBJPEG_DAMAGE_WARNINGS):
-            raise CelebaMaskError(path, f"cannot decode JPEG: truncated or damaged ({exc})") from exc
-        return None
+        pixels = simplejpeg.decode_jpeg(data, colorspace=colorspace, min_height=size, min_width=size, strict=True)
+    except Exception as exc:  # noqa: BLE001 - simplejpeg raises ValueError for libjpeg's errors and warnings alike
+        what = "truncated" if "Premature end" in str(exc) else "damaged or unsupported"
+        raise CelebaMaskError(path, f"cannot decode JPEG: {what} ({exc})") from exc
+    return None if frame.components == 4 else pixels
 
 
 def _decode_image_with_pillow(data: bytes, path: str, size: int) -> np.ndarray:
+    """Pillow's ``draft`` decode: 4-component JPEGs (its CMYK to RGB conversion), and every JPEG
+    where simplejpeg is missing."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format != "JPEG":
-                raise CelebaMaskError(path, f"not a JPEG (found {image.format or 'unknown format'})")
-            width, height = image.size
-            if width != height:
-                raise CelebaMaskError(path, f"image is {width}x{height}, not square")
-            if width < size:
-                raise CelebaMaskError(path, f"image is {width}x{height}, smaller than the store's {size}x{size}")
+        with Image.open(io.BytesIO(data), formats=["JPEG"]) as image:
             image.draft("RGB", (size, size))
             rgb = image.convert("RGB") if image.mode != "RGB" else image
             if rgb.size != (size, size):
                 rgb = rgb.resize((size, size), Image.Resampling.LANCZOS)
             return np.asarray(rgb)
-    except CelebaMaskError:
-        raise
-    except UnidentifiedImageError as exc:
-        raise CelebaMaskError(path, "not a JPEG (not an image format Pillow recognises)") from exc
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever Pillow raises, it is this file's problem
         raise CelebaMaskError(path, f"cannot decode JPEG: {exc}") from exc
 
 

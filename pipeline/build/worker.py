@@ -136,7 +136,8 @@ def build_shard(
         for row, sample in enumerate(samples):
             try:
                 image, label, class_rows = build_sample(files, sample, config)
-            except CelebaMaskError as error:
+            except Exception as exc:  # noqa: BLE001 - no input may stop the pool: each failure names a file
+                error = exc if isinstance(exc, CelebaMaskError) else unexpected_error(files, sample, exc)
                 if on_error == "fail":
                     return ShardResult(shard, len(samples), error=error)
                 result.skipped.append({"sample": sample.index, "path": error.path, "error": error.problem})
@@ -150,6 +151,12 @@ def build_shard(
     except CelebaMaskError as error:  # a full disk: no skipping that
         return ShardResult(shard, len(samples), error=error)
     return result
+
+
+def unexpected_error(files: SourceFiles, sample: Sample, exc: Exception) -> CelebaMaskError:
+    """A failure no decoder turned into a CelebaMaskError, as one naming the sample's image (the
+    decoders name the exact file for every failure they know of)."""
+    return CelebaMaskError(files.display(sample.image), f"cannot build sample {sample.index}: {type(exc).__name__}: {exc}")
 
 
 class _DirectShard:

@@ -157,8 +157,12 @@ class ZipFiles(SourceFiles):
     def read(self, rel: str) -> bytes:
         try:
             return self.archive.read(self.member(rel))
-        except (OSError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-            raise CelebaMaskError(self.display(rel), f"cannot read from archive: {exc}") from exc
+        # encrypted (RuntimeError), Deflate64 or another method zipfile lacks (NotImplementedError),
+        # damaged (zlib.error, BadZipFile, EOFError, ...): every one names the member
+        except Exception as exc:  # noqa: BLE001
+            method = self.members.get(self.member(rel))
+            detail = f" (compression method {method.compress_type})" if isinstance(exc, NotImplementedError) and method else ""
+            raise CelebaMaskError(self.display(rel), f"cannot read from archive: {exc}{detail}") from exc
 
     def exists(self, rel: str) -> bool:
         return self.member(rel) in self.members

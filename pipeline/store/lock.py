@@ -7,12 +7,14 @@ fsspec URL; a filesystem that has no exclusive create gets write-then-read-back,
 but cannot close the race (documented in the README). The file records the owner's pid, host,
 start time and build id, so a refused build names who holds the store, and a lock left by a
 build that died on this host (its pid gone, or reused by another process) is recognised as
-stale and can be broken with ``--break-lock``.
+stale: it is taken over with a warning; a lock whose owner cannot be judged from here (another host, an
+unreadable file) is broken with ``--break-lock``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import uuid
@@ -24,6 +26,8 @@ from typing import Any
 
 from celebamask.errors import CelebaMaskError
 from celebamask.store.location import StoreTarget
+
+log = logging.getLogger(__name__)
 
 LOCK_SUFFIX = ".lock"
 
@@ -167,13 +171,19 @@ def store_lock(target: StoreTarget, build_id: str, break_lock: bool = False) -> 
     content = me.to_json()
     try:
         created = backend.create(content)
-        if not created and break_lock:
+        if not created:
             text = backend.read()
             owner = _parse(text) if text is not None else None
-            if owner is not None and owner.host == socket.gethostname() and not is_stale(owner):
-                raise _refusal(target, backend.path, owner)
-            backend.remove()
-            created = backend.create(content)
+            # A holder proven gone (this host, pid dead or reused) cannot be writing: a killed build
+            # must be resumable as it is, so its lock is taken over and the takeover reported.
+            stale = owner is not None and is_stale(owner)
+            if stale or break_lock:
+                if not stale and owner is not None and owner.host == socket.gethostname():
+                    raise _refusal(target, backend.path, owner)
+                log.warning("%s: removed the lock of a build that is no longer running (%s)", target,
+                            owner.describe() if owner is not None else "unreadable lock file")
+                backend.remove()
+                created = backend.create(content)
     except FileNotFoundError as exc:
         raise CelebaMaskError(target, f"cannot create its lock {backend.path}: the parent folder does not exist") from exc
     except PermissionError as exc:
