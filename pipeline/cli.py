@@ -419,6 +419,71 @@ def preview(store: str, indices: tuple[int, ...], out: Path, classes: str | None
     click.echo(f"wrote {out}: samples {ids}")
 
 
+
+@main.command()
+@click.argument("store")
+@click.argument("maps")
+@click.option("--out", type=click.Path(dir_okay=True, path_type=Path), default=None,
+              help="Write every score: .csv (sample_id,region,metric,value), .json or .zarr.")
+@click.option("--metrics", default=None, metavar="A,B", help="Metrics to compute  [default: all seven]")
+@click.option("--regions", default="classes", show_default=True, metavar="classes|attributes|NAME,…",
+              help="Every class of the store's table, the attribute → region map, or names (a+b: a union).")
+@click.option("--region-source", type=click.Choice(["label", "masks"]), default="label", show_default=True,
+              help="label: the painted label map; masks: each class's own (unpainted) mask.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Pointing game: a hit within this many pixels of a maximum.")
+@click.option("--k", "k", type=click.IntRange(min=1), default=1000, show_default=True, help="Top-k size.")
+@click.option("--reduce", type=click.Choice(["sum", "abs-sum"]), default="sum", show_default=True,
+              help="How (N, C, H, W) maps lose their channels.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
+@STORAGE_OPTION
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def score(store: str, maps: str, out: Path | None, metrics: str | None, regions: str, region_source: str,
+          tolerance: float, k: int, reduce: str, batch_size: int, jobs: int, storage_option: tuple[str, ...],
+          quiet: bool) -> None:
+    """Score attribution MAPS (.npy or Zarr, (N,H,W) or (N,C,H,W), row i ↔ store row i, or
+    matched by a sample_id array) against STORE's regions; print the mean of each metric per region.
+
+    Ties count in expectation (exactly); empty regions are NaN, never a hit."""
+    from celebamask.score import METRICS, score_maps
+
+    chosen = tuple(m.strip() for m in metrics.split(",")) if metrics else METRICS
+    unknown = [m for m in chosen if m not in METRICS]
+    if unknown:
+        raise click.BadParameter(f"unknown metric {unknown[0]!r}; known: {', '.join(METRICS)}", param_hint="--metrics")
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = progress_bar("score", total, disable=quiet)
+            if bar is None:
+                return
+        bar.update(done - bar.n)
+
+    result = score_maps(store, maps, regions=regions, region_source=region_source, metrics=chosen,
+                        tolerance=tolerance, k=k, reduce=reduce,
+                        batch_size=batch_size, jobs=jobs, storage_options=parse_storage_options(storage_option),
+                        progress=progress)
+    if bar is not None:
+        bar.close()
+    if out is not None:
+        result.write(out)
+    import numpy as np
+
+    with np.errstate(all="ignore"):
+        scored = np.sum(~np.isnan(result.values), axis=0)
+        means = np.nansum(result.values, axis=0) / np.maximum(scored, 1)
+    width = max(len(n) for n in result.regions.names)
+    click.echo(f"{'region':<{width}}  " + "  ".join(f"{m[:12]:>12}" for m in result.metrics)
+               + f"   (mean over {len(result.rows)} maps; region source: {result.regions.source})")
+    for r, name in enumerate(result.regions.names):
+        cells = ["         nan" if scored[r, m] == 0 else f"{means[r, m]:12.4f}" for m in range(len(result.metrics))]
+        click.echo(f"{name:<{width}}  " + "  ".join(cells))
+    if out is not None:
+        click.echo(f"wrote {out}")
+
 def _log_to_stderr(level: int) -> None:
     """The library logs under ``celebamask``; --verbose shows it (one handler, even if main runs again)."""
     package_logger = logging.getLogger("celebamask")

@@ -107,3 +107,22 @@ def test_score_maps_over_a_store_is_independent_of_batches_and_jobs(built_store,
     lines = out.read_text().splitlines()
     assert lines[0] == "sample_id,region,metric,value"
     assert len(lines) == 1 + count * len(names) * len(one.metrics)
+
+
+def test_score_command_writes_the_long_csv_and_refuses_a_wrong_count(built_store, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from celebamask import open_store
+    from celebamask.cli import main
+
+    count = len(open_store(built_store))
+    maps = tmp_path / "maps.npy"
+    np.save(maps, np.random.default_rng(1).random((count, 2, 32, 32)).astype(np.float32))
+    out = tmp_path / "s.csv"
+    result = CliRunner().invoke(main, ["score", str(built_store), str(maps), "--out", str(out), "--quiet",
+                                       "--metrics", "auc,pointing_game", "--reduce", "abs-sum"])
+    assert result.exit_code == 0, result.output
+    assert "skin" in result.output and out.read_text().startswith("sample_id,region,metric,value\n")
+    np.save(maps, np.zeros((count + 1, 8, 8), np.float32))
+    wrong = CliRunner().invoke(main, ["score", str(built_store), str(maps), "--quiet"])
+    assert wrong.exit_code == 1 and f"error: {maps}:" in wrong.output
