@@ -152,10 +152,13 @@ def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -
     help="How images are stored: lossless (Zarr v3 core codecs only; any v3 reader), lossless-compact "
          "(smaller, needs celebamask to read), jpeg:Q (lossy, quality Q; needs the [jpeg] extra).",
 )
+@click.option("--no-masks", "no_masks", is_flag=True,
+              help="Leave out the 'masks' array (every class's own mask, ~1% of the store); without it "
+                   "label_maps(config=...), unpainted regions and verify's mask checks are unavailable.")
 def build(source: Path, store: str, config: str, jobs: int | None, limit: int | None,
           shard_size: int, overwrite: bool, resume: bool, on_error: str, backend: str,
           scheduler: str | None, dask_local: int | None, storage_option: tuple[str, ...], quiet: bool,
-          image_codec: str, break_lock: bool) -> None:
+          image_codec: str, break_lock: bool, no_masks: bool) -> None:
     """Build STORE from SOURCE, a CelebAMask-HQ download: the dataset folder, its parent,
     a once-nested copy, or the .zip (read in place).
 
@@ -180,7 +183,7 @@ def build(source: Path, store: str, config: str, jobs: int | None, limit: int | 
                              storage_options=parse_storage_options(storage_option),
                              backend="dask" if dask_local or scheduler else backend,  # type: ignore[arg-type]
                              scheduler=scheduler, dask_local=dask_local, image_codec=image_codec,
-                             break_lock=break_lock)
+                             break_lock=break_lock, masks=not no_masks)
     except KeyboardInterrupt:
         # build_store has stopped the workers; the store is not marked complete and --resume cleans
         # what a killed worker left half written.

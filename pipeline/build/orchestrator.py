@@ -49,6 +49,7 @@ from celebamask.store.layout import (
     bytes_on_disk,
     check_target,
     create_class_arrays,
+    create_mask_arrays,
     create_progress_arrays,
     create_store,
     creation_state,
@@ -68,7 +69,7 @@ INT32_MAX = 2**31 - 1
 log = logging.getLogger(__name__)
 Backend = Literal["local", "dask"]
 # Options that change the arrays: a resume must use the same ones.
-RESUME_MUST_MATCH = ("size", "shard_size", "limit", "image_codec")
+RESUME_MUST_MATCH = ("size", "shard_size", "limit", "image_codec", "masks")
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ def _build_store(
     scheduler: str | None = None,
     dask_local: int | None = None,
     image_codec: str = DEFAULT_IMAGE_CODEC,
+    masks: bool = True,
 ) -> BuildReport:
     """Build ``store`` from ``source``; ``progress(done, total)`` is called as shards finish.
 
@@ -176,6 +178,7 @@ def _build_store(
     store is refused untouched. ``store`` may be a URL (s3://, memory://, …) with fsspec
     ``storage_options``. ``backend="dask"`` runs the same shard tasks on a dask.distributed
     cluster at ``scheduler``, or on a LocalCluster of ``dask_local`` worker processes.
+    ``masks=False`` (``--no-masks``) leaves out the ``masks`` array (every class's own mask).
     """
     started = time.perf_counter()
     class_config = load_config(config)
@@ -216,7 +219,8 @@ def _build_store(
         samples, annotation_problems = _mark_annotation_problems(samples, annotations.problems)
         problems_without_row = _index_problems(index) + annotation_problems
         log.info("indexed %s: %d samples, building %d", ref.location, len(index.samples), len(samples))
-        options = {"size": class_config.size, "shard_size": shard_size, "limit": limit, "image_codec": image_codec}
+        options = {"size": class_config.size, "shard_size": shard_size, "limit": limit, "image_codec": image_codec,
+                   "masks": bool(masks)}
         source_record = {
             "location": ref.location,
             "root": ref.root,
@@ -259,6 +263,7 @@ def _build_store(
                 write_source_stamps(store, stamps)
                 write_annotation_arrays(group, annotations)
                 create_class_arrays(group, class_config, len(samples), shard_size)
+                create_mask_arrays(group, len(samples), class_config.size, shard_size, masks)
                 write_flags(group, flags, shard_size)
                 create_progress_arrays(group, len(samples), shard_size)  # last: until it exists a resume starts afresh
         provenance["run_options"] = {"jobs": jobs, "on_error": on_error, "backend": backend}
@@ -283,7 +288,7 @@ def _build_store(
             for k, start, chunk in pending:
                 if failure is not None:
                     return  # stop handing out shards; those already running finish and are kept
-                yield delayed(build_shard)(ref, chunk, class_config, target, k, start, on_error)
+                yield delayed(build_shard)(ref, chunk, class_config, target, k, start, on_error, masks)
     except Exception:
         _wait_for(warm_up)  # abandoned, joblib would warn about unused results after the error line
         raise
@@ -350,7 +355,7 @@ def _wait_for(warm_up: Iterator[Any]) -> None:
 
 def _direct_writers(group: zarr.Group) -> dict[str, RowFiles] | None:
     """How workers write every array they fill without zarr (a local store), or None (through zarr)."""
-    writers = {name: row_files(group[name]) for name in ROW_ARRAYS}  # type: ignore[arg-type]
+    writers = {name: row_files(group[name]) for name in ROW_ARRAYS if name in group}  # type: ignore[arg-type]
     if any(files is None for files in writers.values()):
         return None
     return writers  # type: ignore[return-value]

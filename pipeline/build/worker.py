@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
+from PIL import Image
 
 from celebamask.build.merge import decode_mask_rows, paint_label
 from celebamask.build.resize import decode_image, resize_label
@@ -23,13 +24,15 @@ from celebamask.config import LABEL_FILL, MASK_SIZE, ClassConfig
 from celebamask.errors import CelebaMaskError
 from celebamask.sources.index import Sample, SourceFiles, SourceRef
 from celebamask.store.chunks import RowFiles, RowWriter, cannot_write_shard
+from celebamask.store.maskbits import MASK_BITS, bit_areas, bit_masks_or
 
 if TYPE_CHECKING:
     from celebamask.store.location import StoreTarget
 
 OnError = Literal["fail", "skip"]
 # The arrays a shard task writes its rows of (the coordinator describes their files for it).
-ROW_ARRAYS = ("image", "label", "valid", "class_present", "class_area")
+ROW_ARRAYS = ("image", "label", "valid", "class_present", "class_area", "masks",
+              "class_present_unpainted", "class_area_unpainted")
 
 
 @dataclass
@@ -86,6 +89,8 @@ class BuiltSample(NamedTuple):
     image: np.ndarray  # (size, size, 3) uint8
     label: np.ndarray  # (size, size) uint8
     class_rows: dict[int, tuple[int, int]]  # each id the label can hold -> rows [top, stop) it can be in
+    bits: np.ndarray  # (size, size) uint32: bit k where mask class MASK_BITS[k] is on (nearest-resized like the label)
+    bit_area: np.ndarray  # (18,) uint32: pixels of each class's own mask, in bit order, on the store's grid
 
 
 def build_sample(files: SourceFiles, sample: Sample, config: ClassConfig) -> BuiltSample:
@@ -103,7 +108,27 @@ def build_sample(files: SourceFiles, sample: Sample, config: ClassConfig) -> Bui
         if rows is not None and class_id != config.background:
             # a band of the 512² masks; anywhere in a label resized to another size
             class_rows[class_id] = (rows.top, rows.top + len(rows.on)) if config.size == MASK_SIZE else (0, config.size)
-    return BuiltSample(image, label, class_rows)
+    # the same decoded bands the label was painted from, ORed as bits: no second decode
+    bits = bit_masks_or({name: (rows.top, rows.on) for name, rows in masks.items()}, (MASK_SIZE, MASK_SIZE))
+    if config.size == MASK_SIZE:
+        area = np.zeros(len(MASK_BITS), dtype=np.uint32)
+        for name, rows in masks.items():
+            if name in _BIT_INDEX:
+                area[_BIT_INDEX[name]] = np.count_nonzero(rows.on)
+    else:
+        bits = resize_bits(bits, config.size)
+        area = bit_areas(bits)
+    return BuiltSample(image, label, class_rows, bits, area)
+
+
+_BIT_INDEX = {name: k for k, name in enumerate(MASK_BITS)}
+
+
+def resize_bits(bits: np.ndarray, size: int) -> np.ndarray:
+    """Mask bits on the label's grid: the same nearest-neighbour pick as :func:`resize_label`, so
+    painting the resized bits gives the resized label exactly (Pillow's 32-bit mode; < 2**18)."""
+    resized = Image.fromarray(bits.view(np.int32), mode="I").resize((size, size), Image.Resampling.NEAREST)
+    return np.asarray(resized, dtype=np.int32).view(np.uint32)
 
 
 def build_shard(
@@ -114,6 +139,7 @@ def build_shard(
     shard: int,
     start: int,
     on_error: OnError = "fail",
+    keep_masks: bool = True,
 ) -> ShardResult:
     """One task: build every sample of the shard beginning at row ``start`` and write it whole.
 
@@ -126,28 +152,33 @@ def build_shard(
     """
     _prepare_worker_process()
     size = config.size
-    rows = _DirectShard(store, start, len(samples)) if isinstance(store, Mapping) else _StagedShard(store, start, len(samples), size)
+    rows = (_DirectShard(store, start, len(samples), keep_masks) if isinstance(store, Mapping)
+            else _StagedShard(store, start, len(samples), size, keep_masks))
     blank_image, blank_label = np.zeros((size, size, 3), dtype=np.uint8), np.full((size, size), LABEL_FILL, dtype=np.uint8)
     valid = np.zeros(len(samples), dtype=bool)
     width = config.max_id + 1  # class columns: one per id up to the largest
     areas = np.zeros((len(samples), width), dtype=np.uint32)
+    unpainted = np.zeros((len(samples), len(MASK_BITS)), dtype=np.uint32)
+    blank_bits = np.zeros((size, size), dtype=np.uint32)
     result = ShardResult(shard, len(samples))
     with ref.open() as files:
         for row, sample in enumerate(samples):
             try:
-                image, label, class_rows = build_sample(files, sample, config)
+                image, label, class_rows, bits, bit_area = build_sample(files, sample, config)
             except Exception as exc:  # noqa: BLE001 - no input may stop the pool: each failure names a file
                 error = exc if isinstance(exc, CelebaMaskError) else unexpected_error(files, sample, exc)
                 if on_error == "fail":
                     return ShardResult(shard, len(samples), error=error)
                 result.skipped.append({"sample": sample.index, "path": error.path, "error": error.problem})
-                image, label = blank_image, blank_label
+                image, label, bits = blank_image, blank_label, blank_bits
             else:
                 valid[row] = True
                 areas[row] = class_areas(label, width, class_rows)
-            rows.add(row, image, label)
+                unpainted[row] = bit_area
+            rows.add(row, image, label, bits)
     try:
-        rows.write({"valid": valid, "class_present": areas > 0, "class_area": areas})
+        rows.write({"valid": valid, "class_present": areas > 0, "class_area": areas,
+                    "class_present_unpainted": unpainted > 0, "class_area_unpainted": unpainted})
     except CelebaMaskError as error:  # a full disk: no skipping that
         return ShardResult(shard, len(samples), error=error)
     return result
@@ -162,18 +193,23 @@ def unexpected_error(files: SourceFiles, sample: Sample, exc: Exception) -> Cele
 class _DirectShard:
     """A shard of a local store: each image and label encoded as it is added, files written directly."""
 
-    def __init__(self, files: Mapping[str, RowFiles], start: int, count: int) -> None:
+    def __init__(self, files: Mapping[str, RowFiles], start: int, count: int, keep_masks: bool = True) -> None:
         self.files, self.start = files, start
         self.images, self.labels = RowWriter(files["image"], start, count), RowWriter(files["label"], start, count)
+        self.masks = RowWriter(files["masks"], start, count) if keep_masks else None
 
-    def add(self, row: int, image: np.ndarray, label: np.ndarray) -> None:
+    def add(self, row: int, image: np.ndarray, label: np.ndarray, bits: np.ndarray) -> None:
         self.images.add(row, image)
         self.labels.add(row, label)
+        if self.masks is not None:
+            self.masks.add(row, bits)
 
     def write(self, small_rows: dict[str, np.ndarray]) -> None:
         try:
             self.images.write()
             self.labels.write()
+            if self.masks is not None:
+                self.masks.write()
             for name, values in small_rows.items():
                 self.files[name].write(self.start, values)
         except OSError as exc:
@@ -183,18 +219,22 @@ class _DirectShard:
 class _StagedShard:
     """A shard of a store written through zarr (a URL store): its rows kept as arrays, written in one call."""
 
-    def __init__(self, store: StoreTarget, start: int, count: int, size: int) -> None:
+    def __init__(self, store: StoreTarget, start: int, count: int, size: int, keep_masks: bool = True) -> None:
         self.store, self.start = store, start
         self.images = np.zeros((count, size, size, 3), dtype=np.uint8)
         self.labels = np.full((count, size, size), LABEL_FILL, dtype=np.uint8)
+        self.masks = np.zeros((count, size, size), dtype=np.uint32) if keep_masks else None
 
-    def add(self, row: int, image: np.ndarray, label: np.ndarray) -> None:
+    def add(self, row: int, image: np.ndarray, label: np.ndarray, bits: np.ndarray) -> None:
         self.images[row], self.labels[row] = image, label
+        if self.masks is not None:
+            self.masks[row] = bits
 
     def write(self, small_rows: dict[str, np.ndarray]) -> None:
         from celebamask.store.layout import write_shard
 
-        write_shard(self.store, self.start, {"image": self.images, "label": self.labels, **small_rows})
+        masks = {} if self.masks is None else {"masks": self.masks}
+        write_shard(self.store, self.start, {"image": self.images, "label": self.labels, **masks, **small_rows})
 
 
 def class_areas(label: np.ndarray, width: int, class_rows: Mapping[int, tuple[int, int]]) -> np.ndarray:

@@ -11,13 +11,14 @@ import zarr
 
 from celebamask.config import ClassInfo
 from celebamask.errors import CelebaMaskError
+from celebamask.read.masks import MaskQueries
 from celebamask.read.queries import AnnotationQueries
 from celebamask.store.layout import creation_state
 from celebamask.store.location import as_target
 from celebamask.store.shards import RowReader, read_rows
 
 
-class CelebAMaskStore(AnnotationQueries):
+class CelebAMaskStore(MaskQueries, AnnotationQueries):
     """A built store: ``images``/``labels`` are lazy zarr arrays, rows in ascending sample id.
     Annotation queries (``split``, ``attribute``, ``region``, ``select`` …) come from AnnotationQueries."""
 
@@ -92,8 +93,11 @@ class CelebAMaskStore(AnnotationQueries):
         except KeyError:
             raise KeyError(f"unknown class {name!r}; this store has: {', '.join(self._ids_by_name)}") from None
 
-    def mask(self, row: int, name: str) -> np.ndarray:
-        """Where the label map of ``row`` is ``name`` (after painting, so occluded parts are False)."""
+    def mask(self, row: int, name: str, painted: bool = True) -> np.ndarray:
+        """Where the label map of ``row`` is ``name`` (after painting, so occluded parts are False);
+        ``painted=False``: the class's own mask from ``masks``, overlaps kept."""
+        if not painted:
+            return self.own_mask(row, name)
         class_id = self.class_id(name)
         return self._read_row(self.labels, self._row(row)) == class_id
 

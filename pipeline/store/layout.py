@@ -370,3 +370,32 @@ def create_class_arrays(group: zarr.Group, config: ClassConfig, count: int, shar
                      {"names": columns, "description": f"label value k occurs; {meaning}"})
     create_row_array(group, "class_area", count, shard_size, (len(columns),), "uint32", 0, ("class",),
                      {"names": columns, "description": f"pixels; {meaning}"})
+
+
+UNPAINTED_ARRAYS = ("class_present_unpainted", "class_area_unpainted")
+
+
+def create_mask_arrays(group: zarr.Group, count: int, size: int, shard_size: int, keep_masks: bool) -> None:
+    """``masks`` (unless ``keep_masks`` is False: ``--no-masks``), chunked and sharded like ``label``,
+    and the per-class unpainted presence and area, one column per mask bit (always written: cheap)."""
+    from celebamask.store.maskbits import MASK_BITS, MASKS_ZSTD_LEVEL
+
+    if keep_masks:
+        group.create_array(
+            "masks",
+            shape=(count, size, size),
+            chunks=(1, size, size),
+            shards=(shard_size, size, size),
+            dtype="uint32",
+            fill_value=0,
+            dimension_names=("sample", "y", "x"),
+            attributes={"bits": list(MASK_BITS),
+                        "description": "bit k set where mask class bits[k] is on (its own mask, before painting); "
+                                       "nearest-resized to the label's grid like the label"},
+            **_chunk_codecs(MASKS_ZSTD_LEVEL),
+        )
+    meaning = "column k: mask class bits[k]'s own mask (before painting), on the label's grid"
+    create_row_array(group, "class_present_unpainted", count, shard_size, (len(MASK_BITS),), "bool", False,
+                     ("mask_class",), {"names": list(MASK_BITS), "description": f"mask is not empty; {meaning}"})
+    create_row_array(group, "class_area_unpainted", count, shard_size, (len(MASK_BITS),), "uint32", 0,
+                     ("mask_class",), {"names": list(MASK_BITS), "description": f"pixels; {meaning}"})
