@@ -71,7 +71,7 @@ class CelebAMaskStore(MaskQueries, AnnotationQueries):
         stop = max(start, stop)
         for array in (self.images, self.labels):
             if array.path not in self._row_readers:
-                self._row_readers[array.path] = RowReader(array)
+                self._row_readers[array.path] = RowReader(array, must_exist=self.complete)
         images, labels = read_rows([(self._row_readers[self.images.path], start, stop),
                                     (self._row_readers[self.labels.path], start, stop)])
         return {"image": images, "label": labels, "sample_id": self._sample_id_values()[start:stop].copy()}
@@ -79,7 +79,7 @@ class CelebAMaskStore(MaskQueries, AnnotationQueries):
     def _read_row(self, array: zarr.Array, row: int) -> np.ndarray:
         """One chunk by one file read (pipeline/store/shards.py); zarr's per-call machinery costs more than the decode."""
         if array.path not in self._row_readers:
-            self._row_readers[array.path] = RowReader(array)
+            self._row_readers[array.path] = RowReader(array, must_exist=self.complete)
         return self._row_readers[array.path](row)
 
     def _sample_id_values(self) -> np.ndarray:

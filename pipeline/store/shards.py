@@ -84,8 +84,11 @@ def _decode_pool() -> ThreadPoolExecutor:
 class RowReader:
     """Reads one row of a sharded array (one chunk) with one read; shard indexes are cached."""
 
-    def __init__(self, array: zarr.Array) -> None:
+    def __init__(self, array: zarr.Array, must_exist: bool = False) -> None:
+        """``must_exist``: the store is complete, so a missing shard file is lost data, not an
+        unwritten one, and reading it is an error rather than rows of fill values."""
         self.array = array
+        self.must_exist = must_exist
         files = row_files(array)
         # a sharded uint8 array of a local store: one row per chunk, read directly; else zarr reads it
         self.files = files if files is not None and files.sharded and files.chain.dtype == np.uint8 else None
@@ -127,6 +130,9 @@ class RowReader:
                 handle.seek(-index_bytes, os.SEEK_END)
                 raw = handle.read(index_bytes)
         except FileNotFoundError:
+            if self.must_exist:
+                raise CelebaMaskError(path, f"array {self.array.path!r}: shard file is missing from a complete "
+                                            "store (lost or deleted); rebuild it with --resume") from None
             return None  # not written (yet): not cached, a build may still write it
         body, stored = raw[:-4], raw[-4:]
         if np.uint32(google_crc32c.value(body)).tobytes() != stored:
