@@ -369,10 +369,16 @@ def stats(store: str, split: str | None, as_json: bool, storage_option: tuple[st
     splits = ", ".join(f"{name} {count}" for name, count in counts.items()) if counts else "none (no mapping file)"
     click.echo(f"splits:  {splits}")
     _echo_flags(report.get("flagged"))
-    click.echo(" id  class       images   area %")
+    unpainted = any("images_unpainted" in row for row in report["classes"])
+    click.echo(" id  class       images   area %" + ("   own mask: images   area %" if unpainted else ""))
     for row in report["classes"]:
         area = "-" if row["area_percent"] is None else f"{row['area_percent']:.2f}"
-        click.echo(f"{row['id']:>3}  {row['name']:<10}  {row['images']:>6}  {area:>7}")
+        line = f"{row['id']:>3}  {row['name']:<10}  {row['images']:>6}  {area:>7}"
+        if unpainted:
+            own = row.get("area_percent_unpainted")
+            images = "-" if row.get("images_unpainted") is None else str(row["images_unpainted"])
+            line += f"   {images:>16}  {'-' if own is None else f'{own:.2f}':>7}"
+        click.echo(line)
 
 
 def _echo_flags(counts: dict[str, int] | None) -> None:

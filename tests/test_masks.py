@@ -96,3 +96,23 @@ def test_a_store_without_masks_reads_everywhere_and_says_what_needs_them(synthet
         assert "\n" not in str(caught.value)
     with pytest.raises(CelebaMaskError, match="masks False vs True"):
         build_store(synthetic_source, store, jobs=1, limit=4, shard_size=4, resume=True)
+
+
+def test_verify_checks_label_against_masks_and_masks_against_the_source(built_store: Path, synthetic_source: Path,
+                                                                         tmp_path: Path) -> None:
+    import shutil
+
+    import zarr
+
+    from celebamask.build.verify import verify_store
+
+    assert verify_store(built_store, source=synthetic_source, samples=3) == []
+    damaged = tmp_path / "damaged.zarr"
+    shutil.copytree(built_store, damaged)
+    masks = zarr.open_group(damaged, mode="r+")["masks"]
+    row = np.asarray(masks[1])
+    row[200:210, 200:210] ^= np.uint32(1 << 5)  # eye_g flipped in a 10x10 square: written with a valid checksum
+    masks[1] = row
+    problems = verify_store(damaged, source=synthetic_source, samples=24)
+    assert any("label: row 1 differs" in p and "masks painted" in p for p in problems), problems
+    assert any("masks: row 1" in p and "eye_g" in p for p in problems), problems

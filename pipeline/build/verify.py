@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from celebamask.build.verify_masks import check_mask_rows, compare_masks_with_source
 from celebamask.build.worker import build_sample
-from celebamask.config import LABEL_FILL, parse_config
+from celebamask.config import LABEL_FILL, ClassConfig, parse_config
 from celebamask.errors import CelebaMaskError
 from celebamask.sources.index import index_source, locate_source
 from celebamask.store.layout import METADATA_DIGEST, metadata_digest
@@ -81,6 +82,7 @@ def verify_store(
         problems.append(f"{location}/shard_done: shards {_ranges(np.flatnonzero(~done))} were never finished")
 
     skipped_rows = {e["sample"] for e in attrs.get("skipped", []) if e.get("sample") is not None}
+    own_config = _recorded_config(attrs) if "masks" in arrays else None
     valid_total, valid_unread = 0, False
     if progress:
         progress(0, count)
@@ -96,6 +98,9 @@ def verify_store(
             valid_total += int(valid.sum())
             problems += _check_labels(location, labels, valid, class_ids, rows.start, ids)
             problems += _check_class_counts(location, blocks, labels, valid, rows.start)
+            if blocks.get("masks") is not None and own_config is not None:
+                problems += check_mask_rows(location, blocks["masks"], labels, valid,  # type: ignore[arg-type]
+                                            blocks.get("class_area_unpainted"), own_config, rows.start)
             if ids is not None and (done is None or done[start // shard_size]):  # unbuilt rows read invalid
                 invalid_ids = {int(i) for i in ids[rows][~valid]}
                 if invalid_ids - skipped_rows:
@@ -211,7 +216,7 @@ def _compare_with_source(location: str, attrs: dict[str, Any], arrays: dict[str,
                 problems.append(f"{source}: sample {sample_id} (row {row}) is not in the source")
                 continue
             try:
-                image, label, _ = build_sample(files, sample, config)
+                image, label, _, bits, _ = build_sample(files, sample, config)
             except CelebaMaskError as error:
                 problems.append(f"{error}")
                 continue
@@ -219,11 +224,21 @@ def _compare_with_source(location: str, attrs: dict[str, Any], arrays: dict[str,
             if not np.array_equal(stored_label, label):
                 differing = int((stored_label != label).sum())
                 problems.append(f"{location}/label: row {row} (sample {sample_id}) differs from the source in {differing} pixels")
+            if "masks" in arrays:
+                problems += compare_masks_with_source(location, np.asarray(arrays["masks"][row]), bits, row, sample_id)
             quality = _psnr(np.asarray(arrays["image"][row]), image)
             if quality < MIN_PSNR_DB:
                 problems.append(f"{location}/image: row {row} (sample {sample_id}) is {quality:.1f} dB from the source "
                                 f"(< {MIN_PSNR_DB:.0f} dB)")
     return problems
+
+
+def _recorded_config(attrs: dict[str, Any]) -> ClassConfig | None:
+    recorded = attrs["provenance"].get("config", {})
+    try:
+        return parse_config(tomllib.loads(recorded["text"]), recorded["text"], recorded.get("path", "recorded config"))
+    except (KeyError, TypeError, tomllib.TOMLDecodeError, CelebaMaskError):
+        return None
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
