@@ -24,7 +24,7 @@ from celebamask.errors import CelebaMaskError
 from celebamask.progress import progress_bar
 from celebamask.read.reader import open_store
 from celebamask.store.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
-from celebamask.store.layout import bytes_on_disk
+from celebamask.store.layout import OLDER_LAYOUTS, bytes_on_disk, layout_problem
 from celebamask.store.location import as_target, parse_storage_options
 
 CONFIG_HELP = f"Class convention: a preset ({', '.join(PRESETS)}) or a path to a TOML file."
@@ -259,6 +259,10 @@ def info(store: str, storage_option: tuple[str, ...]) -> None:
     click.echo(f"store:     {store}")
     click.echo(f"status:    {'complete' if opened.complete else 'INCOMPLETE (build did not finish)'}")
     click.echo(f"samples:   {len(opened)}")
+    layout = opened.attrs.get("layout")
+    older = layout_problem(layout)
+    click.echo(f"layout:    {layout}" + (" (older: reads, cannot be resumed)" if layout in OLDER_LAYOUTS else
+                                         " (unknown to this version)" if older else ""))
     counts = provenance.get("counts", {})
     if counts:
         click.echo(f"masks:     {counts.get('masks')} mask files merged")
@@ -280,12 +284,7 @@ def info(store: str, storage_option: tuple[str, ...]) -> None:
     from celebamask.read.flags import flag_counts
 
     _echo_flags(flag_counts(opened.group))
-    click.echo("arrays:")
-    for name, array in sorted(opened.group.arrays()):
-        codecs = ", ".join(_codec_names(array))
-        shards = f" shards {array.shards}" if array.shards else ""
-        click.echo(f"  {name:<10} {str(array.dtype):<6} shape {array.shape} chunks {array.chunks}{shards}")
-        click.echo(f"  {'':<10} dims {array.metadata.dimension_names} codecs [{codecs}] fill {array.fill_value}")
+    _echo_arrays(opened.group)
     _echo_class_table([(c.id, c.name, c.color) for c in opened.classes], opened.paint_order, opened.background)
 
 
@@ -512,6 +511,26 @@ def _echo_class_table(rows: list[tuple[int, str, tuple[int, int, int]]], paint_o
         painted = "background" if class_id == background else f"#{rank[name] + 1}" if name in rank else "-"
         click.echo(f"{class_id:>3}  {name:<10}  ({color[0]:>3},{color[1]:>3},{color[2]:>3})  {painted}")
     click.echo(f"paint order (later overwrites earlier): {' < '.join(paint_order)}")
+
+
+def _echo_arrays(group: Any) -> None:
+    """One aligned pair of lines per array; data types by their Zarr names (``string``, not numpy's repr)."""
+    import warnings
+
+    with warnings.catch_warnings():  # a layout-1 store keeps a file at its top, which zarr warns about
+        warnings.simplefilter("ignore")
+        arrays = sorted(group.arrays())
+    types = {name: str(array.metadata.data_type.to_json(zarr_format=3)) for name, array in arrays}
+    name_width = max((len(name) for name, _ in arrays), default=0)
+    type_width = max((len(t) for t in types.values()), default=0)
+    click.echo("arrays:")
+    for name, array in arrays:
+        codecs = ", ".join(_codec_names(array))
+        shards = f" shards {array.shards}" if array.shards else ""
+        fill = repr(array.fill_value) if isinstance(array.fill_value, str) else array.fill_value
+        click.echo(f"  {name:<{name_width}}  {types[name]:<{type_width}}  shape {array.shape} chunks {array.chunks}{shards}")
+        click.echo(f"  {'':<{name_width}}  {'':<{type_width}}  dims {array.metadata.dimension_names} "
+                   f"codecs [{codecs}] fill {fill}")
 
 
 def _codec_names(array: Any) -> list[str]:

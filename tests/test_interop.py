@@ -37,18 +37,25 @@ def test_plain_xarray_and_dask_read_the_store_without_this_package(built_store: 
     # A fresh interpreter in which `import celebamask` fails: only xarray, dask and zarr are used.
     script = textwrap.dedent(
         """
-        import json, sys
+        import json, sys, warnings
         sys.modules["celebamask"] = None
         import dask.array as da, numpy as np, xarray as xr, zarr
         store = sys.argv[1]
-        ds = xr.open_zarr(store, consolidated=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing in the store makes zarr or xarray warn
+            ds = xr.open_zarr(store, consolidated=False)
+            by_shard = xr.open_zarr(store, consolidated=False, chunks={"sample": 8})
         group = zarr.open_group(store, mode="r")
         arrays = sorted(name for name, _ in group.arrays())
         same = lambda a, b: bool(np.array_equal(a, b, equal_nan=b.dtype.kind == "f"))
         lazy = all(isinstance(ds[name].data, da.Array) for name in arrays)
         label = da.from_zarr(store, component="label")
         print(json.dumps({
-            "variables": sorted(map(str, ds.data_vars)) == arrays,
+            "variables": sorted(map(str, ds.data_vars)) == [name for name in arrays if name != "sample_id"],
+            "coords": sorted(map(str, ds.coords)),
+            "sample_id_dims": list(ds.sample_id.dims),
+            "label_flags": [ds.label.attrs.get("flag_values"), ds.label.attrs.get("flag_meanings")],
+            "shard_chunks": {name: list(by_shard[name].chunks[0]) for name in arrays if "sample" in by_shard[name].dims},
             "dims": {name: list(ds[name].dims) for name in arrays},
             "zarr_dims": {name: list(group[name].metadata.dimension_names) for name in arrays},
             "dtypes": {name: str(ds[name].dtype) for name in ("image", "label", "sample_id")},
@@ -68,6 +75,12 @@ def test_plain_xarray_and_dask_read_the_store_without_this_package(built_store: 
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["variables"]  # the annotation and class arrays too
+    assert report["coords"] == ["sample_id"] and report["sample_id_dims"] == ["sample"]  # from CF 'coordinates'
+    classes = sorted(zarr.open_group(built_store, mode="r").attrs["classes"], key=lambda c: c["id"])
+    assert report["label_flags"] == [[c["id"] for c in classes], " ".join(c["name"] for c in classes)]
+    # every per-sample array, big or small, splits into whole shards of 8 rows
+    assert all(chunks == [8, 8, 8] for chunks in report["shard_chunks"].values()), report["shard_chunks"]
+    assert len(report["shard_chunks"]) >= 10
     annotations = {"celeba_index", "celeba_file", "split", "attributes", "pose", "class_present", "class_area"}
     assert annotations <= set(report["dims"])
     assert report["dims"] == report["zarr_dims"]

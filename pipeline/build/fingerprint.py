@@ -4,9 +4,9 @@ Hashing 30,000 images and their masks would cost as much as the build, so each f
 by what the filesystem already knows: in a folder its size and modification time (ns); in a zip
 its size and the CRC-32 the archive stores for it (a real checksum of its content, for free).
 A file rewritten with the same size and an mtime set back by hand is not noticed; everything
-else that changes a file's bytes is. The stamps are kept in the store as ``source_stamps.json.gz``
-(one gzip-compressed JSON object, outside every Zarr node) so a resume can name the files that
-changed; the provenance records their digest.
+else that changes a file's bytes is. The stamps are kept in the store as
+``source_stamps/stamps.json.gz`` (one gzip-compressed JSON object in a group of its own; layout 1
+kept it at the top) so a resume can name the files that changed; the provenance records their digest.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from celebamask.sources.index import Sample, SourceRef
+from celebamask.store.layout import LAYOUT1_SOURCE_STAMPS_KEY
 from celebamask.store.layout import SOURCE_STAMPS_KEY as STAMPS_KEY
 from celebamask.store.location import StoreTarget
 
@@ -69,10 +70,12 @@ def write_source_stamps(target: StoreTarget, stamps: Stamps | None) -> None:
 
 
 def read_source_stamps(target: StoreTarget) -> Stamps | None:
-    try:
-        return json.loads(gzip.decompress(target.read_key(STAMPS_KEY)))  # type: ignore[no-any-return]
-    except (OSError, ValueError, EOFError):
-        return None
+    for key in (STAMPS_KEY, LAYOUT1_SOURCE_STAMPS_KEY):
+        try:
+            return json.loads(gzip.decompress(target.read_key(key)))  # type: ignore[no-any-return]
+        except (OSError, ValueError, EOFError):
+            continue
+    return None
 
 
 def changed_files(recorded: Stamps | None, now: Stamps | None) -> list[str]:

@@ -56,6 +56,7 @@ from celebamask.store.layout import (
     done_shards,
     ensure_same_build,
     is_store,
+    layout_problem,
     mark_complete,
     mark_shard_done,
     remove_partial_writes,
@@ -198,6 +199,7 @@ def _build_store(
     image_codec = parse_image_codec(image_codec).spec
     state = creation_state(store)
     resuming = resume and state == "created"
+    older = _older_layout(store) if resuming else None  # refused before the source is indexed
     if resume and state == "foreign":
         raise CelebaMaskError(store, "exists and is not a celebamask store; cannot resume it")
     # A store killed while being created holds no built shard yet: resume starts it afresh. What
@@ -231,7 +233,9 @@ def _build_store(
         source_record["content_fingerprint"] = stamps_digest(stamps)
         if resuming:
             group = _reopen_for_resume(store, class_config, options, source_record, stamps, samples)
-            lost = _recheck_done_shards(store, group)
+            lost = _recheck_done_shards(store, group, repair=older is None)
+            if older is not None and lost:
+                raise CelebaMaskError(store, f"{older}; its shards are not whole: {'; '.join(lost[:3])}")
             if group.attrs.get("complete") and not lost:
                 return BuildReport(str(store), len(samples), -(-len(samples) // shard_size), time.perf_counter() - started,
                                    bytes_on_disk(store), skipped=len(group.attrs.get("skipped", [])), already_complete=True)
@@ -261,7 +265,7 @@ def _build_store(
                                      {"provenance": provenance, "skipped": problems_without_row, BUILD_ID: build_id},
                                      image_codec=image_codec)
                 write_source_stamps(store, stamps)
-                write_annotation_arrays(group, annotations)
+                write_annotation_arrays(group, annotations, shard_size)
                 create_class_arrays(group, class_config, len(samples), shard_size)
                 create_mask_arrays(group, len(samples), class_config.size, shard_size, masks)
                 write_flags(group, flags, shard_size)
@@ -417,9 +421,20 @@ def _adopt_build_id(store: StoreTarget, group: zarr.Group, build_id: str) -> zar
     return group
 
 
-def _recheck_done_shards(store: StoreTarget, group: zarr.Group) -> list[str]:
+def _older_layout(store: StoreTarget) -> str | None:
+    """Why the store's layout is not this version's (None if it is). A complete store of an older
+    layout still counts as done; an unfinished one is refused: its rows would mix two layouts."""
+    attrs = store.open_group(mode="r").attrs
+    problem = layout_problem(attrs.get("layout"))
+    if problem is not None and not attrs.get("complete"):
+        raise CelebaMaskError(store, problem)
+    return problem
+
+
+def _recheck_done_shards(store: StoreTarget, group: zarr.Group, repair: bool = True) -> list[str]:
     """Shards recorded done whose files are missing, empty, truncated or with an impossible index
-    are unrecorded (and the store no longer complete), so this resume builds them again."""
+    are unrecorded (and the store no longer complete), so this resume builds them again; with
+    ``repair=False`` they are only reported."""
     names = [name for name in ROW_ARRAYS if name in group]
     arrays = [group[name] for name in names]
     lost: list[str] = []
@@ -429,7 +444,7 @@ def _recheck_done_shards(store: StoreTarget, group: zarr.Group) -> list[str]:
         if problems:
             lost += problems
             rebuild.append(shard)
-    if rebuild:
+    if rebuild and repair:
         log.warning("rebuilding %d recorded shard(s) whose files are not whole: %s", len(rebuild),
                     "; ".join(lost[:5]) + (" …" if len(lost) > 5 else ""))
         with _writing(store, "the record of the shards to rebuild"):

@@ -9,6 +9,7 @@ is, and the names written next to an array (``attrs["names"]``), so a notebook c
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,7 +43,11 @@ def to_xarray(store: CelebAMaskStore, **open_zarr_kwargs: Any) -> xarray.Dataset
         raise ImportError("to_xarray needs xarray and dask: pip install 'celebamask[notebook]'") from exc
 
     options = {**OPEN_ZARR_DEFAULTS, **open_zarr_kwargs}
-    dataset = xr.open_zarr(store.group.store, group=store.group.path or None, **options)
+    with warnings.catch_warnings():
+        # A layout-1 store keeps its source stamps in a file at its top, which zarr warns about.
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component of a Zarr hierarchy")
+        dataset = xr.open_zarr(store.group.store, group=store.group.path or None, **options)
+    # Layout 2 names sample_id in each array's CF ``coordinates``; layout 1 did not.
     dataset = dataset.set_coords("sample_id").set_xindex("sample_id")
     dataset = _with_class_names(dataset, store)
     if dataset.sizes.get("channel") == 3:

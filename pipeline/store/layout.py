@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,16 +30,43 @@ from celebamask.store.codecs import (
 from celebamask.store.location import StoreTarget, as_target
 from celebamask.store.shards import row_files
 
-LAYOUT = "celebamask/1"  # bump when the arrays or attributes change meaning
+# Bump when the arrays or attributes change meaning. 2: CF attributes and coordinates, per-sample
+# arrays chunked by shard, the source stamps inside a group of their own.
+LAYOUT = "celebamask/2"
+OLDER_LAYOUTS = ("celebamask/1",)  # still read; never resumed (a resume would mix two layouts)
 LABEL_ZSTD_LEVEL = 1  # label maps: level 1 is as small as 5 (3.5 KB) and 3x faster
 METADATA_DIGEST = "metadata_sha256"  # group attribute written with ``complete: true``
-SOURCE_STAMPS_KEY = "source_stamps.json.gz"  # the source files' stamps (build/fingerprint.py)
-STORE_FILES = (SOURCE_STAMPS_KEY,)  # files of a store that belong to no Zarr node
+# The source files' stamps (build/fingerprint.py), in a group of their own: a file at the top of
+# the store makes zarr (and so xarray.open_zarr) warn on every listing of the store's members.
+SOURCE_STAMPS_GROUP = "source_stamps"
+SOURCE_STAMPS_KEY = f"{SOURCE_STAMPS_GROUP}/stamps.json.gz"
+LAYOUT1_SOURCE_STAMPS_KEY = "source_stamps.json.gz"  # where layout 1 kept them
+STORE_FILES = (LAYOUT1_SOURCE_STAMPS_KEY,)  # files of a store that belong to no Zarr node
+SAMPLE_COORDINATES = "sample_id"  # CF ``coordinates`` of every per-sample array
 
 
 def _chunk_codecs(level: int) -> dict[str, Any]:
     # crc32c last: a flipped byte in a stored chunk is reported, never decoded as garbage.
     return {"compressors": [ZstdCodec(level=level), Crc32cCodec()]}
+
+
+def cf_flag_meanings(names: Sequence[str]) -> str:
+    """CF ``flag_meanings``: blank-separated words of letters, digits and ``_-.+@`` (anything
+    else becomes ``_``), so a class name with a space stays one word."""
+    words = [re.sub(r"[^A-Za-z0-9_.+@-]", "_", name) or "_" for name in names]
+    if len(set(words)) != len(words):
+        raise ValueError(f"class names {list(names)} are not distinct as CF flag meanings {words}")
+    return " ".join(words)
+
+
+def layout_problem(layout: object) -> str | None:
+    """Why a store of this ``layout`` attribute cannot be resumed (None: it is this version's)."""
+    if layout == LAYOUT:
+        return None
+    if layout in OLDER_LAYOUTS:
+        return (f"was built by an older celebamask (layout {layout}; this version writes {LAYOUT}): it reads "
+                "as before, but cannot be resumed; build it again with --overwrite")
+    return f"has layout {layout!r}, which this celebamask does not know (it writes {LAYOUT})"
 
 
 def is_store(path: StoreTarget | str | Path) -> bool:
@@ -154,38 +182,49 @@ def create_store(
         group = as_target(path).open_group(mode="w-", attributes=layout_attributes)
     except OSError as exc:
         raise CelebaMaskError(path, f"cannot create store: {exc.strerror or exc}") from exc
-    group.create_array(
-        "image",
-        shape=(count, size, size, 3),
-        chunks=(1, size, size, 3),
-        shards=(shard_size, size, size, 3),
-        dtype="uint8",
-        fill_value=0,
-        dimension_names=("sample", "y", "x", "channel"),
-        **image_codecs,
-    )
-    group.create_array(
-        "label",
-        shape=(count, size, size),
-        chunks=(1, size, size),
-        shards=(shard_size, size, size),
-        dtype="uint8",
-        fill_value=LABEL_FILL,
-        dimension_names=("sample", "y", "x"),
-        attributes={"fill_means": "not written"},
-        **_chunk_codecs(LABEL_ZSTD_LEVEL),
-    )
-    ids = group.create_array(
-        "sample_id",
-        shape=(count,),
-        chunks=(max(count, 1),),
-        dtype="int32",
-        fill_value=-1,
-        dimension_names=("sample",),
-        **_chunk_codecs(LABEL_ZSTD_LEVEL),
-    )
-    ids[:] = np.asarray(sample_ids, dtype=np.int32)
+    create_sharded_array(group, "image", count, shard_size, (size, size, 3), "uint8", 0, ("y", "x", "channel"),
+                         {"long_name": "RGB image"}, image_codecs)
+    names = {c.id: c.name for c in config.classes}
+    ids = sorted(names)
+    create_sharded_array(group, "label", count, shard_size, (size, size), "uint8", LABEL_FILL, ("y", "x"), {
+        "long_name": "class of each pixel (overlapping masks painted in paint_order)",
+        "flag_values": ids,
+        "flag_meanings": cf_flag_meanings([names[k] for k in ids]),
+        "fill_means": "not written",
+    }, _chunk_codecs(LABEL_ZSTD_LEVEL))
+    create_whole_array(group, "sample_id", np.asarray(sample_ids, dtype=np.int32), (), -1, shard_size,
+                       {"long_name": "dataset index: the N of CelebA-HQ-img/N.jpg"}, coordinates=False)
+    group.create_group(SOURCE_STAMPS_GROUP, attributes={
+        "description": "stamps.json.gz: each source file's size and mtime or CRC when the build began; "
+                       "a resume compares them to name the files that changed"})
     return group
+
+
+def create_sharded_array(
+    group: zarr.Group,
+    name: str,
+    count: int,
+    shard_size: int,
+    row_shape: tuple[int, ...],
+    dtype: str,
+    fill_value: Any,
+    dimension_names: tuple[str, ...],
+    attributes: dict[str, Any],
+    codecs: dict[str, Any],
+) -> zarr.Array:
+    """A per-sample array of pictures (image, label, masks): one sample per chunk, ``shard_size``
+    samples per shard file, written shard by shard by the workers."""
+    return group.create_array(
+        name,
+        shape=(count, *row_shape),
+        chunks=(1, *row_shape),
+        shards=(shard_size, *row_shape),
+        dtype=dtype,
+        fill_value=fill_value,
+        dimension_names=("sample", *dimension_names),
+        attributes={**attributes, "coordinates": SAMPLE_COORDINATES},
+        **codecs,
+    )
 
 
 def create_row_array(
@@ -208,7 +247,7 @@ def create_row_array(
         dtype=dtype,
         fill_value=fill_value,
         dimension_names=("sample", *dimension_names),
-        attributes=attributes or {},
+        attributes={**(attributes or {}), "coordinates": SAMPLE_COORDINATES},
         **_chunk_codecs(LABEL_ZSTD_LEVEL),
     )
 
@@ -219,19 +258,23 @@ def create_whole_array(
     values: np.ndarray,
     dimension_names: tuple[str, ...],
     fill_value: Any,
+    shard_size: int,
     attributes: dict[str, Any] | None = None,
+    coordinates: bool = True,
 ) -> zarr.Array:
-    """A small per-sample array the coordinator knows in full before any shard is built: one
-    chunk, written at once. Text becomes Zarr's variable-length ``string`` type."""
+    """A small per-sample array the coordinator knows in full before any shard is built, written
+    at once. Chunked by shard like every per-sample array, so reading by whole shards (dask,
+    ``to_xarray(chunks={"sample": shard_size})``) never splits a chunk. Text becomes Zarr's
+    variable-length ``string`` type."""
     dtype: Any = str if values.dtype.kind in "UO" else values.dtype
     array = group.create_array(
         name,
         shape=values.shape,
-        chunks=tuple(max(n, 1) for n in values.shape),
+        chunks=(max(shard_size, 1), *(max(n, 1) for n in values.shape[1:])),
         dtype=dtype,
         fill_value=fill_value,
         dimension_names=("sample", *dimension_names),
-        attributes=attributes or {},
+        attributes={**(attributes or {}), **({"coordinates": SAMPLE_COORDINATES} if coordinates else {})},
         config={"write_empty_chunks": True},  # stored even if all fill values: verify expects every chunk
         **_chunk_codecs(LABEL_ZSTD_LEVEL),
     )
@@ -286,7 +329,7 @@ def creation_state(path: StoreTarget | str | Path) -> str:
         group = target.open_group(mode="r")
     except Exception:  # noqa: BLE001 - an unreadable group is not one we made
         return "foreign"
-    if group.attrs.get("layout") != LAYOUT:
+    if group.attrs.get("layout") not in (LAYOUT, *OLDER_LAYOUTS):
         return "foreign"
     return "created" if target.has_key("shard_done/zarr.json") else "creating"
 
@@ -381,19 +424,14 @@ def create_mask_arrays(group: zarr.Group, count: int, size: int, shard_size: int
     from celebamask.store.maskbits import MASK_BITS, MASKS_ZSTD_LEVEL
 
     if keep_masks:
-        group.create_array(
-            "masks",
-            shape=(count, size, size),
-            chunks=(1, size, size),
-            shards=(shard_size, size, size),
-            dtype="uint32",
-            fill_value=0,
-            dimension_names=("sample", "y", "x"),
-            attributes={"bits": list(MASK_BITS),
-                        "description": "bit k set where mask class bits[k] is on (its own mask, before painting); "
-                                       "nearest-resized to the label's grid like the label"},
-            **_chunk_codecs(MASKS_ZSTD_LEVEL),
-        )
+        create_sharded_array(group, "masks", count, shard_size, (size, size), "uint32", 0, ("y", "x"), {
+            "long_name": "every mask class's own mask, one bit each (before painting)",
+            "bits": list(MASK_BITS),
+            "flag_masks": [1 << k for k in range(len(MASK_BITS))],
+            "flag_meanings": cf_flag_meanings(MASK_BITS),
+            "description": "bit k set where mask class bits[k] is on (its own mask, before painting); "
+                           "nearest-resized to the label's grid like the label",
+        }, _chunk_codecs(MASKS_ZSTD_LEVEL))
     meaning = "column k: mask class bits[k]'s own mask (before painting), on the label's grid"
     create_row_array(group, "class_present_unpainted", count, shard_size, (len(MASK_BITS),), "bool", False,
                      ("mask_class",), {"names": list(MASK_BITS), "description": f"mask is not empty; {meaning}"})
