@@ -222,8 +222,8 @@ class _ScoreTask:
 
 def _read_region_rows(store: Any, regions: RegionSet, rows: np.ndarray) -> np.ndarray:
     array = region_array(store, regions)
-    if regions.source == "label" and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
-        return _label_run(store, int(rows[0]), int(rows[-1]) + 1)
+    if regions.source == "label" and len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):
+        return _label_run(store, int(rows[0]), int(rows[0]) + len(rows))  # a run; not 3, 3, 5 (two maps of one sample)
     if regions.source == "label":
         return np.stack([store._read_row(array, int(r)) for r in rows])
     return np.asarray(array.get_orthogonal_selection((np.asarray(rows),)))
