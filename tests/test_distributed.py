@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from celebamask import open_store
 from celebamask.build.orchestrator import build_store
 from celebamask.cli import main
+from celebamask.errors import CelebaMaskError
 
 
 def run(*args: str):
@@ -199,3 +200,23 @@ def test_s3_store_feeds_stats_preview_and_torch_workers(synthetic_source: Path, 
         assert sorted(seen) == list(range(8))
         for sample_id, label in seen.items():
             np.testing.assert_array_equal(label, local_labels[sample_id])
+
+
+def test_s3_store_with_a_lost_shard_object_raises_not_blank_rows(synthetic_source: Path, s3_server: dict) -> None:
+    """Through zarr an absent object reads as fill values; a complete store says which object is lost."""
+    import boto3
+
+    url = "s3://celebamask-test/stores/lost.zarr"
+    build_store(synthetic_source, url, jobs=1, shard_size=4, limit=8, storage_options=s3_server)
+    client = boto3.client("s3", endpoint_url=s3_server["endpoint_url"], region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="celebamask-test", Prefix="stores/lost.zarr/label/c/")["Contents"])
+    assert keys[-1] == "stores/lost.zarr/label/c/1/0/0"
+    client.delete_object(Bucket="celebamask-test", Key=keys[-1])
+    store = open_store(url, storage_options=s3_server)
+    assert store[0]["label"].max() < 255  # the shard still there reads
+    with pytest.raises(CelebaMaskError, match="'label'.*missing from a complete store") as caught:
+        store[5]
+    assert caught.value.path == "s3://celebamask-test/stores/lost.zarr/label/c/1/0/0"
+    with pytest.raises(CelebaMaskError, match="missing from a complete store"):
+        store.batch(0, 8)

@@ -131,7 +131,7 @@ class MaskQueries:
             from celebamask.store.shards import RowReader, read_rows
 
             if masks.path not in self._row_readers:
-                self._row_readers[masks.path] = RowReader(masks)
+                self._row_readers[masks.path] = RowReader(masks, must_exist=self.complete)
             (block,) = read_rows([(self._row_readers[masks.path], int(indices[0]), int(indices[-1]) + 1)])
             return np.asarray(block)
         for k, row in enumerate(indices):

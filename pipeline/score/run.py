@@ -226,16 +226,24 @@ def _read_region_rows(store: Any, regions: RegionSet, rows: np.ndarray) -> np.nd
         return _label_run(store, int(rows[0]), int(rows[0]) + len(rows))  # a run; not 3, 3, 5 (two maps of one sample)
     if regions.source == "label":
         return np.stack([store._read_row(array, int(r)) for r in rows])
+    reader = _row_reader(store, array)
+    for row in rows:
+        reader.ensure_present(int(row), int(row) + 1)  # a lost shard is an error, not empty masks
     return np.asarray(array.get_orthogonal_selection((np.asarray(rows),)))
 
 
 def _label_run(store: Any, start: int, stop: int) -> np.ndarray:
+    return _row_reader(store, store.labels).rows(start, stop)
+
+
+def _row_reader(store: Any, array: Any) -> Any:
+    """The store's cached reader of ``array`` (its shard indexes and checked shards are kept)."""
     from celebamask.store.shards import RowReader
 
     readers = store.__dict__.setdefault("_row_readers", {})
-    if store.labels.path not in readers:
-        readers[store.labels.path] = RowReader(store.labels)
-    return readers[store.labels.path].rows(start, stop)
+    if array.path not in readers:
+        readers[array.path] = RowReader(array, must_exist=store.complete)
+    return readers[array.path]
 
 
 @contextlib.contextmanager

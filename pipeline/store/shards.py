@@ -11,6 +11,8 @@ both directions against zarr.
 
 from __future__ import annotations
 
+import itertools
+import math
 import mmap
 import os
 import threading
@@ -19,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import google_crc32c
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 
 import celebamask.store.codecs  # noqa: F401 - the store's own codecs must be registered before zarr reads them
 from celebamask.errors import CelebaMaskError
@@ -93,10 +96,12 @@ class RowReader:
         # a sharded uint8 array of a local store: one row per chunk, read directly; else zarr reads it
         self.files = files if files is not None and files.sharded and files.chain.dtype == np.uint8 else None
         self._indexes: dict[int, np.ndarray | None] = {}
+        self._present: set[int] = set()
         self._lock = threading.Lock()
 
     def __call__(self, row: int) -> np.ndarray:
         if self.files is None:
+            self.ensure_present(row, row + 1)
             return np.asarray(self.array[row])
         chain = self.files.chain
         shard, within = divmod(row, chain.chunks_per_shard[0])
@@ -118,6 +123,28 @@ class RowReader:
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop``: each shard file read once, its chunks decoded on every core."""
         return read_rows([(self, start, stop)])[0]
+
+    def ensure_present(self, start: int, stop: int) -> None:
+        """Through zarr (an object store, or arrays read by zarr itself) a missing shard reads as fill
+        values, so for a complete store every stored object behind rows ``start:stop`` is checked
+        once (the build writes every chunk, even all-fill ones)."""
+        if not self.must_exist or stop <= start:
+            return
+        array = self.array
+        grid = tuple(array.metadata.chunk_grid.chunk_shape)  # the shard shape when sharded
+        first, last = start // grid[0], (stop - 1) // grid[0]
+        others = [range(math.ceil(n / c)) for n, c in zip(array.shape[1:], grid[1:])]
+        for outer in range(first, last + 1):
+            if outer in self._present:
+                continue
+            for rest in itertools.product(*others):
+                key = array.metadata.encode_chunk_key((outer, *rest))
+                key = f"{array.path}/{key}" if array.path else key
+                if not _exists_now(array.store, key):
+                    raise CelebaMaskError(_object_name(array, key), f"array {array.path!r}: stored object is "
+                                          "missing from a complete store (lost or deleted); rebuild it with --resume")
+            with self._lock:
+                self._present.add(outer)
 
     def _index(self, shard: int, path: str) -> np.ndarray | None:
         with self._lock:
@@ -143,6 +170,22 @@ class RowReader:
         return index
 
 
+def _exists_now(store: zarr.abc.store.Store, key: str) -> bool:
+    """Asked of the store itself: fsspec may answer from a folder listing made before the loss."""
+    fs = getattr(store, "fs", None)
+    if fs is not None:
+        fs.invalidate_cache(f"{str(getattr(store, 'path', '')).rstrip('/')}/{key}")
+    return bool(sync(store.exists(key)))
+
+
+def _object_name(array: zarr.Array, key: str) -> str:
+    """A stored object as the user knows it: a file path, or the store URL and key."""
+    fs = getattr(array.store, "fs", None)
+    if fs is not None:
+        return str(fs.unstrip_protocol(f"{str(getattr(array.store, 'path', '')).rstrip('/')}/{key}"))
+    return f"{str(array.store).removeprefix('file://').rstrip('/')}/{key}"
+
+
 def read_rows(requests: list[tuple[RowReader, int, int]]) -> list[np.ndarray]:
     """Row ranges of several arrays (a batch's images and labels) decoded together on the thread
     pool, from read-only mappings of the shard files (the files are never copied into memory)."""
@@ -152,6 +195,7 @@ def read_rows(requests: list[tuple[RowReader, int, int]]) -> list[np.ndarray]:
     try:
         for reader, start, stop in requests:
             if reader.files is None:
+                reader.ensure_present(start, stop)
                 outs.append(np.asarray(reader.array[start:stop]))
                 continue
             files, chain = reader.files, reader.files.chain
