@@ -90,10 +90,14 @@ def test_a_store_without_masks_reads_everywhere_and_says_what_needs_them(synthet
     assert len(opened.select(present=["skin"], painted=False)) == 4
     assert opened.class_statistics(painted=False)["classes"][0]["images_unpainted"] == 4
     for needs_masks in (lambda: opened.label_maps(0), lambda: opened.mask(0, "hair", painted=False),
-                        lambda: opened.region(0, ["eye_g"], painted=False), lambda: opened.masks):
+                        lambda: opened.region(0, ["eye_g"], painted=False), lambda: opened.masks,
+                        lambda: opened.to_xarray(unpack_masks=True)):
         with pytest.raises(CelebaMaskError, match="without --no-masks") as caught:
             needs_masks()
         assert "\n" not in str(caught.value)
+    pytest.importorskip("xarray")
+    ds = opened.to_xarray()  # the unpainted columns are there, the bits not
+    assert "masks" not in ds and "mask_bit" not in ds.coords and "mask_class" in ds.coords
     with pytest.raises(CelebaMaskError, match="masks False vs True"):
         build_store(synthetic_source, store, jobs=1, limit=4, shard_size=4, resume=True)
 
@@ -116,3 +120,29 @@ def test_verify_checks_label_against_masks_and_masks_against_the_source(built_st
     problems = verify_store(damaged, source=synthetic_source, samples=24)
     assert any("label: row 1 differs" in p and "masks painted" in p for p in problems), problems
     assert any("masks: row 1" in p and "eye_g" in p for p in problems), problems
+
+
+def test_to_xarray_unpacks_each_class_own_mask_lazily(built_store: Path, synthetic_source: Path) -> None:
+    """class_mask equals masks decoded from the synthetic PNGs by Pillow, class by class, row by row."""
+    pytest.importorskip("xarray")
+    da = pytest.importorskip("dask.array")
+    opened = open_store(built_store)
+    ds = opened.to_xarray(unpack_masks=True, chunks={"sample": 8})
+    stack = ds.class_mask
+    assert isinstance(stack.data, da.Array) and stack.dtype == bool
+    assert stack.dims == ("sample", "mask_class", "y", "x")
+    assert sorted(stack.mask_class.values) == sorted(CONVENTIONS["default"][0])
+    assert stack.data.chunks[0] == (8,) * (len(opened) // 8) + ((len(opened) % 8,) if len(opened) % 8 else ())
+    rows = [0, 5, len(opened) - 1]
+    picked = stack.isel(sample=rows).compute()
+    for row, sample_id in zip(rows, opened.sample_ids[rows]):
+        assert int(picked.sample_id[rows.index(row)]) == sample_id
+        for name, expected in reference_bits(synthetic_source, int(sample_id)).items():
+            got = picked.isel(sample=rows.index(row)).sel(mask_class=name).values
+            np.testing.assert_array_equal(got, expected, err_msg=f"sample {sample_id} {name}")
+            bit = int(ds.mask_bit.sel(mask_class=name))
+            np.testing.assert_array_equal((ds.masks.sel(sample_id=sample_id).values & bit) != 0, expected)
+    # a whole-store reduction through dask equals the stored unpainted areas
+    areas = stack.sum(["y", "x"]).transpose("sample", "mask_class").values
+    np.testing.assert_array_equal(areas, opened.annotation("class_area_unpainted")[:])
+    assert "class_mask" not in opened.to_xarray()  # only when asked: it is 18 times the masks

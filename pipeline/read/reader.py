@@ -101,16 +101,18 @@ class CelebAMaskStore(MaskQueries, AnnotationQueries):
         class_id = self.class_id(name)
         return self._read_row(self.labels, self._row(row)) == class_id
 
-    def to_xarray(self, **open_zarr_kwargs: Any) -> Any:
+    def to_xarray(self, unpack_masks: bool = False, **open_zarr_kwargs: Any) -> Any:
         """The store as a lazy xarray Dataset with named coordinates (needs the ``notebook`` extra).
 
         Coordinates: ``sample_id`` (indexed, so ``ds.sel(sample_id=12)``), ``class`` (the class
-        name of each label value) and the ``names`` attribute of any array. Keyword arguments go
-        to ``xarray.open_zarr``, e.g. ``chunks={"sample": 64}`` for one dask task per shard.
+        name of each label value), ``mask_class`` and ``mask_bit`` (the bits of ``masks``) and the
+        ``names`` attribute of any array. ``unpack_masks=True`` adds ``class_mask`` (sample,
+        mask_class, y, x) bool, each class's own mask, computed lazily from ``masks``. Keyword
+        arguments go to ``xarray.open_zarr``, e.g. ``chunks={"sample": 64}`` for one dask task per shard.
         """
         from celebamask.read.xarray import to_xarray
 
-        return to_xarray(self, **open_zarr_kwargs)
+        return to_xarray(self, unpack_masks=unpack_masks, **open_zarr_kwargs)
 
     def _row(self, row: int) -> int:
         count = len(self)

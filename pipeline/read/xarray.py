@@ -33,10 +33,12 @@ OPEN_ZARR_DEFAULTS: dict[str, Any] = {
     "use_zarr_fill_value_as_mask": False,
 }
 CLASS_DIM = "class"
+MASK_DIM = "mask_class"  # the dimension of the per-class unpainted arrays
 
 
-def to_xarray(store: CelebAMaskStore, **open_zarr_kwargs: Any) -> xarray.Dataset:
-    """Open ``store`` with xarray (lazy, dask-backed) and add coordinates from its attributes."""
+def to_xarray(store: CelebAMaskStore, unpack_masks: bool = False, **open_zarr_kwargs: Any) -> xarray.Dataset:
+    """Open ``store`` with xarray (lazy, dask-backed) and add coordinates from its attributes;
+    ``unpack_masks``: also ``class_mask``, each class's own mask as a lazy bool stack."""
     try:
         import xarray as xr
     except ImportError as exc:
@@ -56,7 +58,31 @@ def to_xarray(store: CelebAMaskStore, **open_zarr_kwargs: Any) -> xarray.Dataset
         names = dataset[name].attrs.get("names")
         if names is not None:
             dataset = _with_names(dataset, str(name), [str(n) for n in names], store.location)
+    if "masks" in dataset:
+        dataset = _with_mask_bits(dataset, store.location)
+    elif unpack_masks:
+        store._masks_array("to_xarray(unpack_masks=True)")  # raises: built with --no-masks
+    if unpack_masks:
+        dataset = dataset.assign(class_mask=_class_mask(dataset))
     return dataset
+
+
+def _with_mask_bits(dataset: xarray.Dataset, location: str) -> xarray.Dataset:
+    """``mask_class`` (the names in ``masks.attrs["bits"]``) and ``mask_bit`` = 1 << k along it, so
+    ``(ds.masks & ds.mask_bit.sel(mask_class="hair")) != 0`` is hair's own mask."""
+    bits = [str(name) for name in dataset.masks.attrs.get("bits", [])]
+    if not bits:
+        raise CelebaMaskError(location, "array 'masks' has no 'bits' attribute naming its bits")
+    if MASK_DIM in dataset.coords and list(dataset.coords[MASK_DIM].values) != bits:
+        raise CelebaMaskError(location, f"array 'masks' names its bits differently from the {MASK_DIM!r} coordinate")
+    return dataset.assign_coords({MASK_DIM: bits, "mask_bit": (MASK_DIM, np.left_shift(np.uint32(1), np.arange(len(bits), dtype=np.uint32)))})
+
+
+def _class_mask(dataset: xarray.Dataset) -> xarray.DataArray:
+    """(sample, mask_class, y, x) bool, lazy: one decode of a ``masks`` chunk gives every class."""
+    stack = ((dataset.masks & dataset.mask_bit) != 0).transpose("sample", MASK_DIM, "y", "x")
+    return stack.assign_attrs(long_name="each mask class's own mask (before painting)",
+                              description="class_mask[s, k] = masks[s] bit k: overlaps kept, unlike label")
 
 
 def _with_class_names(dataset: xarray.Dataset, store: CelebAMaskStore) -> xarray.Dataset:
