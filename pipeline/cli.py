@@ -340,7 +340,9 @@ def download(route: str, dest: Path, build_into: str | None) -> None:
     from celebamask.sources.download import download as fetch
 
     report = fetch(route, dest)
-    click.echo(f"downloaded {route} to {report.dest}: checked {report.source} ({report.layout} layout): "
+    done = (f"downloaded {route} to {report.dest}" if report.fetched
+            else f"{route}: {report.dest} already holds the dataset, nothing fetched")
+    click.echo(f"{done}: checked {report.source} ({report.layout} layout): "
                f"{report.images} images, {report.masks} masks")
     if build_into:
         from celebamask.build.orchestrator import build_store
