@@ -57,12 +57,15 @@ test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 # Build vs common practice vs decode floor, sizes and read speeds (a few minutes at N=1000;
-# the synthetic source is generated once into bench/work/ and reused). Never part of `make test`.
+# the synthetic source is generated once into bench/work/ and reused); then the cost of the masks
+# array and label_maps' render speed (bench/masks.py). Never part of `make test`.
 bench: $(TEST_STAMP)
 	$(BIN)/python -m bench --count $(N) $(JOBS_FLAG)
+	$(BIN)/python -m bench.masks --count $(N) $(JOBS_FLAG)
 
 bench-quick: $(TEST_STAMP)
 	$(BIN)/python -m bench --count 200 --reads 100 $(JOBS_FLAG)
+	$(BIN)/python -m bench.masks --count 200 $(JOBS_FLAG)
 
 clean-store:
 	rm -rf $(STORE)

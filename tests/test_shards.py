@@ -33,7 +33,7 @@ def test_shards_written_directly_read_the_same_through_zarr_and_the_row_reader(
         synthetic_source: Path, tmp_path: Path, preset: str) -> None:
     built = _build(synthetic_source, tmp_path / "s.zarr", preset)
     group = zarr.open_group(built, mode="r")
-    for name in ("image", "label"):
+    for name in ("image", "label", "masks"):  # uint8 and uint32 (masks' bytes decoded straight into rows)
         array = group[name]
         reader = RowReader(array)
         assert reader.files is not None  # the fast path, not zarr's

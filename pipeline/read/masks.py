@@ -87,8 +87,7 @@ class MaskQueries:
         store_size = int(masks.shape[-1])
         chosen = self._render_config(config, store_size)
         indices = self._row_indices(rows)
-        bits = self._mask_rows(masks, indices)
-        maps = paint_bits(bits, chosen)
+        maps = self._paint_rows(masks, indices, chosen)
         if chosen.size != store_size:
             from celebamask.build.resize import resize_label
 
@@ -123,6 +122,19 @@ class MaskQueries:
         if isinstance(rows, (int, np.integer)):
             return np.asarray([self._row(int(rows))])
         return np.asarray([self._row(int(r)) for r in rows], dtype=np.int64)
+
+    def _paint_rows(self, masks: zarr.Array, indices: np.ndarray, config: ClassConfig) -> np.ndarray:
+        """Label maps of ``indices`` painted by ``config``, each row painted as soon as it is
+        decoded (on the decode pool) where the shard files are read directly."""
+        from celebamask.store.shards import RowReader, convert_rows
+
+        if masks.path not in self._row_readers:
+            self._row_readers[masks.path] = RowReader(masks, must_exist=self.complete)
+        reader = self._row_readers[masks.path]
+        if reader.files is None:
+            return paint_bits(self._mask_rows(masks, indices), config)
+        out = np.empty((len(indices), *masks.shape[1:]), dtype=np.uint8)
+        return convert_rows(reader, indices, lambda bits, target: paint_bits(bits, config, out=target), out)
 
     def _mask_rows(self, masks: zarr.Array, indices: np.ndarray) -> np.ndarray:
         size = masks.shape[1:]

@@ -99,7 +99,7 @@ class Chain:
             elif name == "transpose":
                 assert array is not None
                 array = array.transpose(np.argsort(config["order"]))
-            elif out is not None and position == 1 and self.codecs[0]["name"] == "bytes" and self.dtype.itemsize == 1:
+            elif out is not None and position == 1 and self.codecs[0]["name"] == "bytes" and self._native_bytes:
                 compressor(name, config).decode(data, out=out.reshape(-1).view(np.uint8))
                 return out
             else:
@@ -109,6 +109,12 @@ class Chain:
             out[...] = array.reshape(out.shape)
             return out
         return array
+
+    @property
+    def _native_bytes(self) -> bool:
+        """The dtype is little-endian, as the bytes codec stores it, so a compressor can write the
+        stored bytes straight into an array of it."""
+        return self.dtype.itemsize == 1 or self.dtype == self.dtype.newbyteorder("<")
 
     def _encoded_shape(self) -> tuple[int, ...]:
         shape = self.chunk_shape

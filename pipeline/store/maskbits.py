@@ -36,12 +36,23 @@ def _paint_table(paint_order: tuple[str, ...], paint_ids: tuple[int, ...], backg
     return table
 
 
+GATHER_BLOCK = 1 << 16  # pixels per gather: numpy widens each block's indices to intp, kept in cache
+
+
 def paint_bits(bits: np.ndarray, config: ClassConfig, out: np.ndarray | None = None) -> np.ndarray:
     """The label map(s) of ``config`` painted from mask bits of any shape (uint32).
 
+    One gather from the table, in blocks: a single ``np.take`` over a batch first widens every
+    index to 8 bytes in memory, which cost more than the gather itself (bench/masks.py).
     A value with a bit above the 18 mask classes is no pattern the build writes: IndexError."""
     table = paint_table(config.paint_order, config.paint_ids, config.background)
-    return np.take(table, bits, out=out)
+    result = np.empty(np.shape(bits), dtype=np.uint8) if out is None else out
+    if not (result.flags.c_contiguous and isinstance(bits, np.ndarray) and bits.shape == result.shape):
+        return np.take(table, bits, out=result)
+    flat_bits, flat_out = np.ascontiguousarray(bits).reshape(-1), result.reshape(-1)
+    for start in range(0, flat_bits.size, GATHER_BLOCK):
+        np.take(table, flat_bits[start : start + GATHER_BLOCK], out=flat_out[start : start + GATHER_BLOCK])
+    return result
 
 
 def bit_masks_or(masks: dict[str, tuple[int, np.ndarray]], shape: tuple[int, int]) -> np.ndarray:

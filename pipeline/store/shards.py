@@ -16,6 +16,7 @@ import math
 import mmap
 import os
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import google_crc32c
@@ -93,8 +94,9 @@ class RowReader:
         self.array = array
         self.must_exist = must_exist
         files = row_files(array)
-        # a sharded uint8 array of a local store: one row per chunk, read directly; else zarr reads it
-        self.files = files if files is not None and files.sharded and files.chain.dtype == np.uint8 else None
+        # a sharded array of a local store (image, label, masks): one row per chunk, read directly;
+        # else zarr reads it
+        self.files = files if files is not None and files.sharded else None
         self._indexes: dict[int, np.ndarray | None] = {}
         self._present: set[int] = set()
         self._lock = threading.Lock()
@@ -224,6 +226,59 @@ def read_rows(requests: list[tuple[RowReader, int, int]]) -> list[np.ndarray]:
             except BufferError:  # an error traceback still holds a view; the mapping goes with it
                 pass
     return outs
+
+
+_ROW_BUFFERS = threading.local()
+
+
+def convert_rows(reader: RowReader, rows: Sequence[int], convert: Callable[[np.ndarray, np.ndarray], object],
+                 out: np.ndarray) -> np.ndarray:
+    """``convert(row, out[k])`` for each ``rows[k]`` (any order) on the decode pool, each row decoded
+    into a buffer of its thread: the batch's decoded rows are never all in memory at once. Label
+    maps painted from masks read 4 bytes a pixel and keep 1; decoding a whole batch first costs
+    as much again in memory traffic and page faults (bench/masks.py). Needs the direct path."""
+    assert reader.files is not None, "convert_rows reads shard files directly"
+    chain, per_shard = reader.files.chain, reader.files.chain.chunks_per_shard[0]
+    shape = tuple(reader.array.shape[1:])
+    mappings: dict[int, mmap.mmap] = {}
+    jobs: list[tuple[Chain, str, int, np.ndarray | None, np.ndarray | None, np.ndarray]] = []
+
+    def job(item: tuple[Chain, str, int, np.ndarray | None, np.ndarray | None, np.ndarray]) -> None:
+        key = (chain.dtype.str, shape)
+        buffer = getattr(_ROW_BUFFERS, "buffers", {}).get(key)
+        if buffer is None:
+            buffer = np.empty(shape, dtype=chain.dtype)
+            _ROW_BUFFERS.buffers = {**getattr(_ROW_BUFFERS, "buffers", {}), key: buffer}
+        _, path, row, whole, entry, target = item
+        if whole is None or entry is None:  # a shard not written (yet): fill values, as read_rows gives
+            buffer[...] = chain.fill_value
+        else:
+            _decode_job((chain, path, row, whole, entry, buffer))
+        convert(buffer, target)
+
+    try:
+        for k, row in enumerate(int(r) for r in rows):
+            shard = row // per_shard
+            path = reader.files.path(shard)
+            index = reader._index(shard, path)
+            if index is None:
+                jobs.append((chain, path, row, None, None, out[k]))
+                continue
+            if shard not in mappings:
+                with open(path, "rb") as handle:
+                    mappings[shard] = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            whole = np.frombuffer(mappings[shard], dtype=np.uint8)
+            jobs.append((chain, path, row, whole, index[row - shard * per_shard], out[k]))
+        list(_decode_pool().map(job, jobs))
+    finally:
+        jobs.clear()
+        whole = None
+        for mapped in mappings.values():
+            try:
+                mapped.close()
+            except BufferError:  # an error traceback still holds a view; the mapping goes with it
+                pass
+    return out
 
 
 def _decode_job(job: tuple[Chain, str, int, np.ndarray, np.ndarray, np.ndarray]) -> None:
