@@ -218,33 +218,49 @@ def build(source: Path, store: str, config: str, jobs: int | None, limit: int | 
 @click.argument("store")
 @click.option("--source", type=click.Path(path_type=Path), default=None,
               help="Also rebuild random samples from this source and compare (labels exactly, images by PSNR).")
-@click.option("--samples", type=click.IntRange(min=0), default=8, show_default=True,
-              help="How many random samples to rebuild with --source.")
+@click.option("--samples", type=click.IntRange(min=0), default=None,
+              help="How many random samples to rebuild and compare  [default: 8 with --source; without "
+                   "--source, the source recorded in the store is used]")
 @click.option("--seed", type=int, default=0, show_default=True, help="Which random samples.")
 @STORAGE_OPTION
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def verify(store: str, source: Path | None, samples: int, seed: int, storage_option: tuple[str, ...],
+def verify(store: str, source: Path | None, samples: int | None, seed: int, storage_option: tuple[str, ...],
            quiet: bool) -> None:
     """Check STORE: metadata consistent, complete, every shard readable and intact (crc32c),
     labels valid class ids, counts as recorded. Exit 0 when all holds, 1 otherwise, with one
     line per problem."""
-    from tqdm import tqdm
+    from celebamask.build.verify import samples_source, verify_store
 
-    from celebamask.build.verify import verify_store
+    storage_options = parse_storage_options(storage_option)
+    if samples is not None and samples > 0 and source is None:
+        source = Path(samples_source(store, storage_options))  # a store with no reachable source: one error line
+    samples = 8 if samples is None else samples
+    bar = None
 
-    with tqdm(unit="sample", desc="verify", disable=quiet, dynamic_ncols=True) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = progress_bar("verify", total, disable=quiet)
+            if bar is None:
+                return
+        bar.update(done - bar.n)
 
+    try:
         problems = verify_store(store, source=source, samples=samples, seed=seed, progress=progress,
-                                storage_options=parse_storage_options(storage_option))
+                                storage_options=storage_options)
+    except BaseException:
+        if bar is not None:
+            bar.leave = False  # the error line takes its place
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
     for problem in problems:
         click.echo(f"problem: {problem}")
     if problems:
         click.echo(f"{store}: {len(problems)} problem(s)")
         sys.exit(1)
-    compared = f", {samples} random valid samples (or all, if fewer) match the source" if source is not None and samples else ""
+    compared = f", {samples} random valid samples (or all, if fewer) match the source {source}" if source is not None and samples else ""
     click.echo(f"{store}: ok (complete, every shard intact{compared})")
 
 

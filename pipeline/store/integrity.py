@@ -41,9 +41,10 @@ def chunk_keys(array: Any, first_axis_chunk: int | None = None) -> list[str]:
     return keys
 
 
-def file_problem(target: StoreTarget, array: Any, key: str) -> str | None:
-    """What is wrong with one chunk or shard file of ``array``, or None when it looks whole."""
-    store = target.zarr_store(read_only=True)
+def file_problem(target: StoreTarget, array: Any, key: str, store: Any = None) -> str | None:
+    """What is wrong with one chunk or shard file of ``array``, or None when it looks whole
+    (``store``: the target's zarr store, if already open)."""
+    store = store if store is not None else target.zarr_store(read_only=True)
     try:
         size = sync(store.getsize(key))
     except FileNotFoundError:
