@@ -82,7 +82,9 @@ def verify_store(
     ids = _read_whole(location, arrays["sample_id"], files, problems)
     if ids is not None and len(ids) > 1 and not np.all(np.diff(ids) > 0):
         problems.append(f"{location}/sample_id: rows are not in strictly ascending sample order")
-    done = _read_whole(location, arrays["shard_done"], files, problems)
+    # a shard_done chunk is written when its shard finishes: a missing one is an unfinished shard,
+    # reported below (or, in a complete store, by _check_chunks_stored)
+    done = _read_whole(location, arrays["shard_done"], files, problems, built=False)
     if done is not None and done.shape != (-(-count // shard_size),):
         problems.append(f"{location}/shard_done: shape {done.shape}, expected ({-(-count // shard_size)},) shards")
         done = None
@@ -194,8 +196,9 @@ class _FileCheck:
         return ok
 
 
-def _read_whole(location: str, array: Any, files: _FileCheck, problems: list[str]) -> np.ndarray | None:
-    if not files.whole(array, slice(0, max(array.shape[0], 1)), True, problems):
+def _read_whole(location: str, array: Any, files: _FileCheck, problems: list[str],
+                built: bool = True) -> np.ndarray | None:
+    if not files.whole(array, slice(0, max(array.shape[0], 1)), built, problems):
         return None
     return _read(location, array, slice(None), problems)
 
