@@ -25,7 +25,7 @@ from celebamask.config import LABEL_FILL, ClassConfig, parse_config
 from celebamask.errors import CelebaMaskError
 from celebamask.sources.index import index_source, locate_source
 from celebamask.store.integrity import chunk_keys, file_problem
-from celebamask.store.layout import LAYOUT, METADATA_DIGEST, creation_state, metadata_digest
+from celebamask.store.layout import LAYOUT, METADATA_DIGEST, OLDER_LAYOUTS, creation_state, metadata_digest
 from celebamask.store.location import StoreTarget, as_target
 
 REQUIRED_ATTRIBUTES = ("layout", "classes", "paint_order", "background", "size", "shard_size", "provenance")
@@ -144,7 +144,8 @@ def open_for_verify(location: str, target: StoreTarget) -> Any:
         raise CelebaMaskError(location, "not a celebamask store") from exc
     attrs = dict(group.attrs)
     provenance = attrs.get("provenance")
-    ours = attrs.get("layout") == LAYOUT or (isinstance(provenance, dict) and provenance.get("tool") == "celebamask")
+    ours = (attrs.get("layout") in (LAYOUT, *OLDER_LAYOUTS)
+            or (isinstance(provenance, dict) and provenance.get("tool") == "celebamask"))
     if not ours:  # a damaged store of ours keeps one or the other: its problems are listed instead
         raise CelebaMaskError(location, "not a celebamask store")
     return group
@@ -221,7 +222,7 @@ def _check_attributes(location: str, attrs: dict[str, Any]) -> list[str]:
     missing = [name for name in REQUIRED_ATTRIBUTES if name not in attrs]
     problems = [f"{location}: missing group attributes: {', '.join(missing)}"] if missing else []
     expected = {
-        "layout": (attrs.get("layout") == LAYOUT, f"{LAYOUT!r}"),
+        "layout": (attrs.get("layout") in (LAYOUT, *OLDER_LAYOUTS), f"{LAYOUT!r}"),
         "size": (_positive_int(attrs.get("size")) is not None, "a positive integer"),
         "shard_size": (_positive_int(attrs.get("shard_size")) is not None, "a positive integer"),
         "classes": (_class_ids(attrs.get("classes")) is not None, "a list of {id, name, color} with distinct ids 0-255"),
