@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from celebamask.errors import CelebaMaskError
     from celebamask.read.reader import CelebAMaskStore, open_store
-    from celebamask.score import score_maps
+    from celebamask.score import score_maps, summarize
 
-__all__ = ["CelebAMaskStore", "CelebaMaskError", "open_store", "score_maps"]
+__all__ = ["CelebAMaskStore", "CelebaMaskError", "open_store", "score_maps", "summarize"]
 _HOMES = {
     "CelebAMaskStore": "celebamask.read.reader",
     "open_store": "celebamask.read.reader",
     "CelebaMaskError": "celebamask.errors",
     "score_maps": "celebamask.score",
+    "summarize": "celebamask.score",
 }
 
 

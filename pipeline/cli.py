@@ -446,7 +446,90 @@ def preview(store: str, indices: tuple[int, ...], out: Path, classes: str | None
 
 
 
-@main.command()
+SCORES_CSV_HELP = """\b
+Scores CSV (score --out FILE.csv; the input of summarize), long form, header exactly:
+  sample_id,region,metric,value
+one row per sample × region × metric; region = class name, attribute name or a+b;
+an empty value or nan = NaN (empty region or undefined score)."""
+SUMMARY_HELP = """\b
+Summary (printed; --summary-out FILE.csv|.json), one row per region × metric × subset:
+  region,metric,split,attribute,present,samples,scored,empty,undefined,
+  mean,ci_low,ci_high,chance,confidence,resamples,seed
+split: all or --split's name; attribute/present: '' (every sample) or e.g.
+Eyeglasses,present|absent; empty: the region has no pixel; undefined: NaN
+otherwise (e.g. all-zero map). Both are left out of the mean, never 0 or 1.
+ci_low/ci_high: percentile bootstrap of the mean (resamples, seed recorded).
+chance: the mean an exchangeable random map scores on the same samples (area
+fraction; 0.5 for auc; nan for a pointing-game tolerance > 0)."""
+
+
+def _summary_options(command: Any) -> Any:
+    """The options of ``score`` and ``summarize`` that shape the summary."""
+    for option in reversed([
+        click.option("--split", "splits", multiple=True, type=click.Choice(SPLIT_NAMES),
+                     help="Only the samples of this split; repeat for one summary block per split."),
+        click.option("--exclude-flagged", is_flag=True,
+                     help="Leave out the samples the store flags as flawed (configs/known_issues.toml)."),
+        click.option("--by-attribute", default=None, metavar="A,B",
+                     help="Also summarise every region over samples with / without these CelebA attributes "
+                          "(a region scoring an attribute, e.g. Eyeglasses, always is)."),
+        click.option("--resamples", type=click.IntRange(min=1), default=2000, show_default=True,
+                     help="Bootstrap resamples of the 95% interval."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap (recorded)."),
+        click.option("--summary-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Write the summary: .csv or .json."),
+        click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Write a PNG: one panel per metric, bars with intervals, chance marked (needs [plot])."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _chosen_rows(opened: Any, splits: tuple[str, ...], exclude_flagged: bool) -> tuple[Any, int]:
+    """Store rows to score (those of the splits, all without --split, less the flagged ones) and
+    how many flagged rows were left out."""
+    import numpy as np
+
+    if not splits and not exclude_flagged:
+        return None, 0
+    keep = np.zeros(len(opened), dtype=bool) if splits else np.ones(len(opened), dtype=bool)
+    for split in splits:
+        keep[opened.split(split)] = True
+    left_out = 0
+    if exclude_flagged:
+        from celebamask.read.flags import unflagged_rows
+
+        unflagged = unflagged_rows(opened.group, len(opened))
+        left_out = int((keep & ~unflagged).sum())
+        keep &= unflagged
+    return np.flatnonzero(keep), left_out
+
+
+def _report_summary(scores: Any, opened: Any, splits: tuple[str, ...], exclude_flagged: bool,
+                    by_attribute: str | None, resamples: int, seed: int, summary_out: Path | None,
+                    plot: Path | None, tolerance: float | None = None, left_out: int = 0) -> None:
+    from celebamask.score.summary import summarize
+
+    attributes = tuple(a.strip() for a in by_attribute.split(",") if a.strip()) if by_attribute else ()
+    summary = summarize(scores, opened, splits=splits or None, by_attributes=attributes,
+                        exclude_flagged=exclude_flagged, resamples=resamples, seed=seed, tolerance=tolerance)
+    click.echo(summary.format())
+    notes = summary.notes
+    left_out += notes.get("excluded_flagged", 0)
+    click.echo(f"({notes['samples'] - notes.get('excluded_flagged', 0)} samples; bootstrap {resamples} resamples, "
+               f"seed {seed}; region source {notes.get('region_source') or 'unknown'}"
+               + (f"; left out {left_out} flagged" if exclude_flagged else "") + ")")
+    if summary_out is not None:
+        summary.write(summary_out)
+        click.echo(f"wrote {summary_out}")
+    if plot is not None:
+        from celebamask.score.plot import plot_summary
+
+        plot_summary(summary, plot)
+        click.echo(f"wrote {plot}")
+
+
+@main.command(epilog=f"{SCORES_CSV_HELP}\n\n{SUMMARY_HELP}")
 @click.argument("store")
 @click.argument("maps")
 @click.option("--out", type=click.Path(dir_okay=True, path_type=Path), default=None,
@@ -463,13 +546,16 @@ def preview(store: str, indices: tuple[int, ...], out: Path, classes: str | None
               help="How (N, C, H, W) maps lose their channels.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
+@_summary_options
 @STORAGE_OPTION
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def score(store: str, maps: str, out: Path | None, metrics: str | None, regions: str, region_source: str,
-          tolerance: float, k: int, reduce: str, batch_size: int, jobs: int, storage_option: tuple[str, ...],
-          quiet: bool) -> None:
+          tolerance: float, k: int, reduce: str, batch_size: int, jobs: int, splits: tuple[str, ...],
+          exclude_flagged: bool, by_attribute: str | None, resamples: int, seed: int, summary_out: Path | None,
+          plot: Path | None, storage_option: tuple[str, ...], quiet: bool) -> None:
     """Score attribution MAPS (.npy or Zarr, (N,H,W) or (N,C,H,W), row i ↔ store row i, or
-    matched by a sample_id array) against STORE's regions; print the mean of each metric per region.
+    matched by a sample_id array) against STORE's regions; print the summary: per region and
+    metric the mean, a bootstrap interval, the counts and the chance baseline.
 
     Ties count in expectation (exactly); empty regions are NaN, never a hit."""
     from celebamask.score import METRICS, score_maps
@@ -478,6 +564,8 @@ def score(store: str, maps: str, out: Path | None, metrics: str | None, regions:
     unknown = [m for m in chosen if m not in METRICS]
     if unknown:
         raise click.BadParameter(f"unknown metric {unknown[0]!r}; known: {', '.join(METRICS)}", param_hint="--metrics")
+    options = parse_storage_options(storage_option)
+    opened = open_store(store, storage_options=options)
     bar = None
 
     def progress(done: int, total: int) -> None:
@@ -488,27 +576,44 @@ def score(store: str, maps: str, out: Path | None, metrics: str | None, regions:
                 return
         bar.update(done - bar.n)
 
-    result = score_maps(store, maps, regions=regions, region_source=region_source, metrics=chosen,
-                        tolerance=tolerance, k=k, reduce=reduce,
-                        batch_size=batch_size, jobs=jobs, storage_options=parse_storage_options(storage_option),
-                        progress=progress)
+    rows, left_out = _chosen_rows(opened, splits, exclude_flagged)
+    result = score_maps(opened, maps, regions=regions, region_source=region_source, metrics=chosen,
+                        tolerance=tolerance, k=k, reduce=reduce, rows=rows,
+                        batch_size=batch_size, jobs=jobs, storage_options=options, progress=progress)
     if bar is not None:
         bar.close()
     if out is not None:
         result.write(out)
-    import numpy as np
-
-    with np.errstate(all="ignore"):
-        scored = np.sum(~np.isnan(result.values), axis=0)
-        means = np.nansum(result.values, axis=0) / np.maximum(scored, 1)
-    width = max(len(n) for n in result.regions.names)
-    click.echo(f"{'region':<{width}}  " + "  ".join(f"{m[:12]:>12}" for m in result.metrics)
-               + f"   (mean over {len(result.rows)} maps; region source: {result.regions.source})")
-    for r, name in enumerate(result.regions.names):
-        cells = ["         nan" if scored[r, m] == 0 else f"{means[r, m]:12.4f}" for m in range(len(result.metrics))]
-        click.echo(f"{name:<{width}}  " + "  ".join(cells))
-    if out is not None:
         click.echo(f"wrote {out}")
+    _report_summary(result, opened, splits, exclude_flagged, by_attribute, resamples, seed, summary_out, plot,
+                    left_out=left_out)
+
+
+@main.command(epilog=f"{SCORES_CSV_HELP}\n\n{SUMMARY_HELP}")
+@click.argument("scores", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--store", default=None, help="The store the scores came from: areas (empty counts, chance), "
+                                            "splits, attributes and flags.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="The pointing-game tolerance the scores were made with (> 0: no chance value).")
+@click.option("--region-source", type=click.Choice(["label", "masks"]), default="label", show_default=True,
+              help="What the scores were made against; masks: no areas (empty counts and chance unknown).")
+@_summary_options
+@STORAGE_OPTION
+def summarize(scores: Path, store: str | None, tolerance: float, region_source: str, splits: tuple[str, ...],
+              exclude_flagged: bool,
+              by_attribute: str | None, resamples: int, seed: int, summary_out: Path | None, plot: Path | None,
+              storage_option: tuple[str, ...]) -> None:
+    """Summarise a SCORES CSV written by `celebamask score --out` (or by anything else that keeps
+    its columns). Without --store, empty regions cannot be told from undefined scores and only
+    auc has a chance value; areas come from the store's class_area (label regions)."""
+    from celebamask.score.summary import read_scores
+
+    table = read_scores(scores, region_source)
+    opened = open_store(store, storage_options=parse_storage_options(storage_option)) if store else None
+    if opened is None and (splits or exclude_flagged or by_attribute):
+        raise click.UsageError("--split, --exclude-flagged and --by-attribute need --store")
+    _report_summary(table, opened, splits, exclude_flagged, by_attribute, resamples, seed, summary_out, plot,
+                    tolerance=tolerance)
 
 def _log_to_stderr(level: int) -> None:
     """The library logs under ``celebamask``; --verbose shows it (one handler, even if main runs again)."""

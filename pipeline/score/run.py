@@ -142,7 +142,7 @@ def score_maps(
     provenance = {
         "store": opened.location, "maps": source.describe(grid), "region_source": chosen.source,
         "regions": chosen.describe()["regions"], "metrics": list(options.metrics),
-        "tolerance": options.tolerance, "k": options.k, "ties": "in expectation (exact)",
+        "grid": list(grid), "tolerance": options.tolerance, "k": options.k, "ties": "in expectation (exact)",
     }
     ids = np.asarray(opened.sample_ids[:])[store_rows] if len(store_rows) else np.empty(0, dtype=np.int64)
     return ScoreResult(values, area, store_rows, ids, chosen, options.metrics, provenance)
