@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -24,8 +24,8 @@ def _matplotlib() -> Any:
     return Figure, FigureCanvasAgg
 
 
-def plot_summary(summary: Any, path: str | Path, *, dpi: int = 110) -> None:
-    """Write ``summary`` (a :class:`celebamask.score.summary.Summary`) to ``path`` as a PNG."""
+def plot_summary(summary: Any, path: str | Path | BinaryIO, *, dpi: int = 110) -> None:
+    """Write ``summary`` (a :class:`celebamask.score.summary.Summary`) to ``path`` (or a binary file) as a PNG."""
     Figure, FigureCanvasAgg = _matplotlib()
     metrics = list(dict.fromkeys(r.metric for r in summary.rows))
     if not metrics:
@@ -43,7 +43,7 @@ def plot_summary(summary: Any, path: str | Path, *, dpi: int = 110) -> None:
         _panel(ax, [r for r in summary.rows if r.metric == metric], regions, groups, metric)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
-    figure.savefig(os.fspath(path), format="png")
+    figure.savefig(path if hasattr(path, "write") else os.fspath(path), format="png")
 
 
 def _panel(ax: Any, rows: list[Any], regions: list[str], groups: list[tuple[str, str, str]], metric: str) -> None:
