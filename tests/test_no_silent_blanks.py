@@ -65,3 +65,24 @@ def test_an_incomplete_store_still_reads_unwritten_rows_as_fill(built_store: Pat
     zarr.open_group(store, mode="r+").update_attributes({"complete": False})
     opened = open_store(store, allow_incomplete=True)
     assert not opened.mask_bits_of(first_row).any()
+
+
+@pytest.mark.parametrize("array", ["sample_id", "attributes", "split", "flags"])
+def test_a_lost_chunk_of_a_per_sample_array_raises(built_store: Path, tmp_path: Path, array: str) -> None:
+    """zarr reads a missing chunk as fill values: sample ids of 0, no attributes, all 'train'."""
+    from celebamask.torch import CelebAMaskDataset
+
+    store = tmp_path / f"lost-{array}.zarr"
+    shutil.copytree(built_store, store)
+    chunk = sorted(p for p in (store / array / "c").rglob("*") if p.is_file())[-1]
+    chunk.unlink()
+    opened = open_store(store)
+    reads = {
+        "sample_id": lambda: opened[len(opened) - 1],
+        "attributes": lambda: opened.annotation("attributes"),
+        "split": lambda: CelebAMaskDataset(opened, split="test"),
+        "flags": lambda: CelebAMaskDataset(opened, exclude_flagged=True),
+    }
+    with pytest.raises(CelebaMaskError, match=f"'{array}'.*missing from a complete store") as caught:
+        reads[array]()
+    assert caught.value.path == str(chunk)

@@ -84,7 +84,7 @@ def render_preview(
 
 def rows_of_sample_ids(store: CelebAMaskStore, sample_ids: Sequence[int]) -> list[int]:
     """Rows holding the given dataset indices (the N of N.jpg); an index not in the store is an error."""
-    stored = np.asarray(store.sample_ids[:])
+    stored = store._sample_id_values()
     rows = []
     for sample_id in sample_ids:
         row = int(np.searchsorted(stored, sample_id))  # rows ascend by sample id

@@ -17,6 +17,7 @@ import zarr
 from celebamask.dataset import ARRAYS_BY_FILE
 from celebamask.errors import CelebaMaskError
 from celebamask.store.layout import UNPAINTED_ARRAYS
+from celebamask.store.shards import read_whole
 from celebamask.read.regions import (
     ATTRIBUTE_REGIONS_PATH,
     CLASS_ARRAYS,
@@ -44,6 +45,8 @@ class AnnotationQueries:
     labels: zarr.Array
 
     if TYPE_CHECKING:
+        @property
+        def complete(self) -> bool: ...
         def __len__(self) -> int: ...
         def class_id(self, name: str) -> int: ...
         def _row(self, row: int) -> int: ...
@@ -56,7 +59,7 @@ class AnnotationQueries:
         if name not in cache:
             if name not in self.group:
                 raise CelebaMaskError(self.location, f"store has no {name!r} array: {_missing_reason(name)}")
-            cache[name] = np.asarray(self.group[name][...])  # type: ignore[index]
+            cache[name] = read_whole(self.group[name], self.complete)  # type: ignore[arg-type]
         return cache[name]
 
     def annotation_names(self, name: str) -> list[str]:
@@ -138,7 +141,7 @@ class AnnotationQueries:
             split_counts = {name: int((codes == k).sum()) for k, name in enumerate(self.annotation_names("split"))}
         skipped = 0
         if "valid" in self.group:  # rows a build skipped (--on-error skip) count in no class
-            skipped = int((~np.asarray(self.group["valid"][...])[rows]).sum())  # type: ignore[index]
+            skipped = int((~read_whole(self.group["valid"], self.complete)[rows]).sum())  # type: ignore[arg-type]
         from celebamask.read.flags import flag_counts
 
         return {

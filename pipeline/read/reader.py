@@ -15,7 +15,7 @@ from celebamask.read.masks import MaskQueries
 from celebamask.read.queries import AnnotationQueries
 from celebamask.store.layout import creation_state
 from celebamask.store.location import as_target
-from celebamask.store.shards import RowReader, read_rows
+from celebamask.store.shards import RowReader, read_rows, read_whole
 
 
 class CelebAMaskStore(MaskQueries, AnnotationQueries):
@@ -84,7 +84,7 @@ class CelebAMaskStore(MaskQueries, AnnotationQueries):
 
     def _sample_id_values(self) -> np.ndarray:
         if self._sample_id_cache is None:
-            self._sample_id_cache = np.asarray(self.sample_ids[:])
+            self._sample_id_cache = read_whole(self.sample_ids, self.complete)
         return self._sample_id_cache
 
     def class_id(self, name: str) -> int:

@@ -18,6 +18,7 @@ import zarr
 from celebamask.config import LABEL_FILL
 from celebamask.errors import CelebaMaskError
 from celebamask.read.reader import CelebAMaskStore, open_store
+from celebamask.store.shards import read_whole
 
 Sample = dict[str, Any]
 
@@ -111,7 +112,7 @@ def _select_rows(store: CelebAMaskStore, split: str | Sequence[str] | None, excl
 
     keep = unflagged_rows(store.group, len(store)) if exclude_flagged else np.ones(len(store), dtype=bool)
     if "valid" in store.group:
-        keep &= np.asarray(_array(store, "valid")[:], dtype=bool)
+        keep &= read_whole(_array(store, "valid"), store.complete).astype(bool)
     if split is not None:
         keep &= _split_mask(store, [split] if isinstance(split, str) else list(split))
     return np.flatnonzero(keep)
@@ -129,7 +130,7 @@ def _split_mask(store: CelebAMaskStore, wanted: list[str]) -> np.ndarray:
     unknown = [name for name in wanted if name not in names]
     if unknown:
         raise CelebaMaskError(store.location, f"unknown split {', '.join(unknown)}; the store has: {', '.join(names)}")
-    return np.isin(np.asarray(array[:]), [names.index(name) for name in wanted])
+    return np.isin(read_whole(array, store.complete), [names.index(name) for name in wanted])
 
 
 def _label_lookup(

@@ -144,7 +144,7 @@ def score_maps(
         "regions": chosen.describe()["regions"], "metrics": list(options.metrics),
         "grid": list(grid), "tolerance": options.tolerance, "k": options.k, "ties": "in expectation (exact)",
     }
-    ids = np.asarray(opened.sample_ids[:])[store_rows] if len(store_rows) else np.empty(0, dtype=np.int64)
+    ids = opened._sample_id_values()[store_rows] if len(store_rows) else np.empty(0, dtype=np.int64)
     return ScoreResult(values, area, store_rows, ids, chosen, options.metrics, provenance)
 
 
@@ -158,7 +158,7 @@ def _pairs(store: Any, source: MapSource, rows: np.ndarray | None) -> tuple[np.n
     if source.sample_ids is not None:
         if len(source.sample_ids) != len(source):
             raise CelebaMaskError(source.location, f"{len(source)} maps but {len(source.sample_ids)} sample ids")
-        ids = np.asarray(store.sample_ids[:])
+        ids = store._sample_id_values()
         where = {int(s): r for r, s in enumerate(ids.tolist())}
         missing = [int(s) for s in source.sample_ids.tolist() if int(s) not in where]
         if missing:

@@ -172,6 +172,31 @@ class RowReader:
         return index
 
 
+def read_whole(array: zarr.Array, must_exist: bool) -> np.ndarray:
+    """A whole (small, per-sample) array; for a complete store every chunk object must be there,
+    since zarr reads a missing one as fill values (sample ids of 0, no attributes)."""
+    data = np.asarray(array[...])
+    if must_exist and array.shape:
+        grid = tuple(array.metadata.chunk_grid.chunk_shape)
+        expected = [array.metadata.encode_chunk_key(coords)
+                    for coords in itertools.product(*(range(math.ceil(n / c)) for n, c in zip(array.shape, grid)))]
+        prefix = f"{array.path}/" if array.path else ""
+        fs = getattr(array.store, "fs", None)
+        if fs is not None:
+            fs.invalidate_cache(f"{str(getattr(array.store, 'path', '')).rstrip('/')}/{prefix}")
+
+        async def listed() -> set[str]:
+            return {key async for key in array.store.list_prefix(prefix)}
+
+        present = sync(listed())
+        lost = [key for key in expected if prefix + key not in present]
+        if lost:
+            raise CelebaMaskError(_object_name(array, prefix + lost[0]),
+                                  f"array {array.path!r}: {len(lost)} of {len(expected)} chunk objects are missing "
+                                  "from a complete store (lost or deleted); rebuild it with --resume")
+    return data
+
+
 def _exists_now(store: zarr.abc.store.Store, key: str) -> bool:
     """Asked of the store itself: fsspec may answer from a folder listing made before the loss."""
     fs = getattr(store, "fs", None)
