@@ -505,6 +505,15 @@ def _chosen_rows(opened: Any, splits: tuple[str, ...], exclude_flagged: bool) ->
     return np.flatnonzero(keep), left_out
 
 
+def _check_attributes(opened: Any, by_attribute: str | None) -> None:
+    """Refuse an unknown --by-attribute name before any map is scored."""
+    for name in (a.strip() for a in (by_attribute or "").split(",") if a.strip()):
+        try:
+            opened.attribute(name)
+        except KeyError as exc:
+            raise click.BadParameter(str(exc.args[0]), param_hint="--by-attribute") from None
+
+
 def _report_summary(scores: Any, opened: Any, splits: tuple[str, ...], exclude_flagged: bool,
                     by_attribute: str | None, resamples: int, seed: int, summary_out: Path | None,
                     plot: Path | None, tolerance: float | None = None, left_out: int = 0) -> None:
@@ -576,6 +585,7 @@ def score(store: str, maps: str, out: Path | None, metrics: str | None, regions:
                 return
         bar.update(done - bar.n)
 
+    _check_attributes(opened, by_attribute)
     rows, left_out = _chosen_rows(opened, splits, exclude_flagged)
     result = score_maps(opened, maps, regions=regions, region_source=region_source, metrics=chosen,
                         tolerance=tolerance, k=k, reduce=reduce, rows=rows,
@@ -612,6 +622,8 @@ def summarize(scores: Path, store: str | None, tolerance: float, region_source: 
     opened = open_store(store, storage_options=parse_storage_options(storage_option)) if store else None
     if opened is None and (splits or exclude_flagged or by_attribute):
         raise click.UsageError("--split, --exclude-flagged and --by-attribute need --store")
+    if opened is not None:
+        _check_attributes(opened, by_attribute)
     _report_summary(table, opened, splits, exclude_flagged, by_attribute, resamples, seed, summary_out, plot,
                     tolerance=tolerance)
 

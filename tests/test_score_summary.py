@@ -295,6 +295,10 @@ def test_commands_print_write_and_plot_the_summary(built_store, tmp_path, scored
     assert loaded["notes"]["seed"] == 0 and {r["attribute"] for r in loaded["summary"]} == {"", "Male"}
     alone = CliRunner().invoke(main, ["summarize", str(scores), "--split", "train"])
     assert alone.exit_code == 2 and "need --store" in alone.output
+    unknown = CliRunner().invoke(main, ["score", str(built_store), str(tmp_path / "maps.npy"), "--quiet",
+                                        "--by-attribute", "Male,Nope", "--out", str(tmp_path / "never.csv")])
+    assert unknown.exit_code == 2 and "unknown attribute 'Nope'" in unknown.output
+    assert not (tmp_path / "never.csv").exists()  # refused before scoring
 
 
 def test_help_states_the_csv_columns() -> None:
