@@ -429,9 +429,11 @@ def _echo_annotation_files(files: dict[str, dict[str, Any]] | None) -> None:
               help="Random samples to show when no INDEX is given.")
 @click.option("--seed", type=int, default=None, help="Seed of the random choice (same seed, same samples).")
 @click.option("--size", type=click.IntRange(min=32), default=256, show_default=True, help="Panel side in pixels.")
+@click.option("--unpainted", is_flag=True,
+              help="Show each class's own mask (overlaps in mixed colours) instead of the painted label.")
 @STORAGE_OPTION
 def preview(store: str, indices: tuple[int, ...], out: Path, classes: str | None, count: int,
-            seed: int | None, size: int, storage_option: tuple[str, ...]) -> None:
+            seed: int | None, size: int, unpainted: bool, storage_option: tuple[str, ...]) -> None:
     """Draw samples of STORE as a PNG: image | colour label | overlay per sample, with a legend
     of the store's class names and colours. INDEX is a dataset index (the N of N.jpg); without
     one, --count random samples are drawn."""
@@ -440,7 +442,7 @@ def preview(store: str, indices: tuple[int, ...], out: Path, classes: str | None
     opened = open_store(store, allow_incomplete=True, storage_options=parse_storage_options(storage_option))
     rows = rows_of_sample_ids(opened, indices) if indices else random_rows(opened, count, seed)
     chosen = [name.strip() for name in classes.split(",") if name.strip()] if classes else None
-    render_preview(opened, rows, classes=chosen, panel=size).save(out, optimize=True)
+    render_preview(opened, rows, classes=chosen, panel=size, painted=not unpainted).save(out, optimize=True)
     ids = ", ".join(str(int(opened.sample_ids[row])) for row in rows)
     click.echo(f"wrote {out}: samples {ids}")
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from celebamask import open_store
+from celebamask.build.orchestrator import build_store
 from celebamask.cli import main
 from celebamask.read.preview import GAP, OTHER_COLOR, TEXT_HEIGHT, render_preview
+from tests.reference import DEFAULT_ORDER, mask_path
 
 
 def run(*args: str):
@@ -88,3 +91,90 @@ def test_preview_errors_name_the_store(built_store: Path, tmp_path: Path, args: 
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {built_store}: {message}")
     assert not (tmp_path / "x.png").exists()
+
+
+# --- painted=False: each class's own mask ---------------------------------------------------------
+
+
+def toml_colours() -> dict[str, tuple[int, int, int]]:
+    """Name → colour from the shipped default TOML, not from the store."""
+    table = tomllib.loads((Path(__file__).resolve().parents[1] / "configs" / "celebamask_hq.toml").read_text())
+    return {entry["name"]: tuple(entry["color"]) for entry in table["classes"]}
+
+
+def own_masks(source: Path, sample_id: int) -> dict[str, np.ndarray]:
+    """Each mask class's PNG decoded by Pillow (first channel non-zero), absent = empty."""
+    out = {}
+    for name in DEFAULT_ORDER:
+        path = mask_path(source, sample_id, name)
+        out[name] = np.array(Image.open(path).convert("RGB"))[:, :, 0] > 0 if path.exists() else np.zeros((512, 512), bool)
+    return out
+
+
+def a_row_with_glasses_under_other_masks(store, source: Path) -> tuple[int, dict[str, np.ndarray]]:
+    for row, sample_id in enumerate(store.sample_ids[:]):
+        masks = own_masks(source, int(sample_id))
+        others = np.any([on for name, on in masks.items() if name != "eye_g"], axis=0)
+        if (masks["eye_g"] & others).any():
+            return row, masks
+    raise AssertionError("no synthetic sample has glasses overlapping another mask")
+
+
+def test_unpainted_panel_shows_every_own_mask_overlaps_in_mean_colour(built_store: Path, synthetic_source: Path) -> None:
+    store = open_store(built_store)
+    row, masks = a_row_with_glasses_under_other_masks(store, synthetic_source)
+    image, label = store.images[row], store.labels[row]
+    size = label.shape[0]
+    colours = toml_colours()
+    stacked = np.stack([masks[name] for name in DEFAULT_ORDER])  # (18, y, x)
+    palette = np.array([colours[name] for name in DEFAULT_ORDER], dtype=np.float64)
+    count = stacked.sum(axis=0)
+    expected = np.empty((size, size, 3), dtype=np.uint8)
+    for y, x in zip(*np.nonzero(count)):
+        expected[y, x] = np.round(palette[stacked[:, y, x]].mean(axis=0))
+    expected[count == 0] = colours["background"]
+
+    _, shown, overlay = panels(render_preview(store, [row], panel=size, painted=False), size)
+    np.testing.assert_array_equal(shown, expected)
+    # where the glasses hide under hair (or anything), the painted panel shows another colour
+    _, painted, _ = panels(render_preview(store, [row], panel=size), size)
+    hidden = masks["eye_g"] & (count > 1)
+    assert hidden.any() and (painted[hidden] != shown[hidden]).any(axis=-1).all()
+    np.testing.assert_array_equal(overlay[count == 0], image[count == 0])  # no mask: the image untouched
+    on = count > 0
+    np.testing.assert_array_equal(overlay[on], (image[on] * 0.5 + expected[on] * 0.5).round())
+
+
+def test_unpainted_with_classes_shows_the_whole_own_mask(built_store: Path, synthetic_source: Path) -> None:
+    store = open_store(built_store)
+    row, masks = a_row_with_glasses_under_other_masks(store, synthetic_source)
+    image = store.images[row]
+    size = image.shape[0]
+    _, shown, overlay = panels(render_preview(store, [row], classes=["eye_g"], panel=size, painted=False), size)
+    glasses = masks["eye_g"]
+    assert (shown[glasses] == toml_colours()["eye_g"]).all()  # the whole pair, painted over or not
+    assert (shown[~glasses] == OTHER_COLOR).all()
+    np.testing.assert_array_equal(overlay[~glasses], image[~glasses])
+    assert (store.labels[row][glasses] != store.class_id("eye_g")).any()  # the label lost part of them
+
+
+def test_preview_unpainted_command(built_store: Path, synthetic_source: Path, tmp_path: Path) -> None:
+    store = open_store(built_store)
+    row, _ = a_row_with_glasses_under_other_masks(store, synthetic_source)
+    sample_id = str(int(store.sample_ids[row]))
+    plain, unpainted = tmp_path / "plain.png", tmp_path / "unpainted.png"
+    for out, extra in ((plain, []), (unpainted, ["--unpainted"])):
+        result = run("preview", str(built_store), sample_id, "--size", "64", "--out", str(out), *extra)
+        assert result.exit_code == 0, result.output
+    expected = np.asarray(render_preview(store, [row], panel=64, painted=False))
+    np.testing.assert_array_equal(np.asarray(Image.open(unpainted).convert("RGB")), expected)
+    assert not np.array_equal(np.asarray(Image.open(plain).convert("RGB")), expected)
+
+
+def test_preview_unpainted_needs_masks(synthetic_source: Path, tmp_path: Path) -> None:
+    store = tmp_path / "plain.zarr"
+    build_store(synthetic_source, store, jobs=1, limit=2, shard_size=2, masks=False)
+    result = run("preview", str(store), "0", "--unpainted", "--size", "32", "--out", str(tmp_path / "x.png"))
+    assert result.exit_code == 1 and "--no-masks" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "x.png").exists()
+    assert run("preview", str(store), "0", "--size", "32", "--out", str(tmp_path / "y.png")).exit_code == 0
