@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from celebamask.build.resize import decode_image, resize_label
+from celebamask.build.resize import decode_image
+from celebamask.store.maskbits import resize_label
 from celebamask.errors import CelebaMaskError
 from tests.reference import psnr, reference_image
 

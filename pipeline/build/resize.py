@@ -22,7 +22,6 @@ import numpy as np
 from PIL import Image
 
 from celebamask.build.sniff import what_it_is
-from celebamask.config import MASK_SIZE
 from celebamask.errors import CelebaMaskError
 
 try:
@@ -136,10 +135,3 @@ def _decode_image_with_pillow(data: bytes, path: str, size: int) -> np.ndarray:
             return np.asarray(rgb)
     except Exception as exc:  # noqa: BLE001 - whatever Pillow raises, it is this file's problem
         raise CelebaMaskError(path, f"cannot decode JPEG: {exc}") from exc
-
-
-def resize_label(label: np.ndarray, size: int) -> np.ndarray:
-    """Labels are born at 512²; nearest neighbour keeps them valid class ids at other sizes."""
-    if size == MASK_SIZE:
-        return label
-    return np.asarray(Image.fromarray(label).resize((size, size), Image.Resampling.NEAREST))

@@ -19,12 +19,12 @@ import numpy as np
 from PIL import Image
 
 from celebamask.build.merge import decode_mask_rows, paint_label
-from celebamask.build.resize import decode_image, resize_label
+from celebamask.build.resize import decode_image
 from celebamask.config import LABEL_FILL, MASK_SIZE, ClassConfig
 from celebamask.errors import CelebaMaskError
 from celebamask.sources.index import Sample, SourceFiles, SourceRef
 from celebamask.store.chunks import RowFiles, RowWriter, cannot_write_shard
-from celebamask.store.maskbits import MASK_BITS, bit_areas, bit_masks_or
+from celebamask.store.maskbits import MASK_BITS, bit_areas, bit_masks_or, resize_label
 
 if TYPE_CHECKING:
     from celebamask.store.location import StoreTarget

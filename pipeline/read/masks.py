@@ -89,7 +89,7 @@ class MaskQueries:
         indices = self._row_indices(rows)
         maps = self._paint_rows(masks, indices, chosen)
         if chosen.size != store_size:
-            from celebamask.build.resize import resize_label
+            from celebamask.store.maskbits import resize_label
 
             maps = np.stack([resize_label(m, chosen.size) for m in maps]) if len(maps) else \
                 np.zeros((0, chosen.size, chosen.size), dtype=np.uint8)

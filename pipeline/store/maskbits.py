@@ -11,8 +11,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+from PIL import Image
 
-from celebamask.config import ClassConfig
+from celebamask.config import MASK_SIZE, ClassConfig
 from celebamask.dataset import MASK_CLASS_NAMES
 
 MASK_BITS: tuple[str, ...] = MASK_CLASS_NAMES  # bit k ↔ class MASK_BITS[k]; recorded as masks.attrs["bits"]
@@ -71,3 +72,10 @@ def bit_masks_or(masks: dict[str, tuple[int, np.ndarray]], shape: tuple[int, int
 def bit_areas(bits: np.ndarray) -> np.ndarray:
     """Pixels per mask class (uint32, bit order) in one (y, x) map of bits."""
     return np.array([np.count_nonzero(bits & np.uint32(1 << k)) for k in range(len(MASK_BITS))], dtype=np.uint32)
+
+
+def resize_label(label: np.ndarray, size: int) -> np.ndarray:
+    """Labels are born at 512²; nearest neighbour keeps them valid class ids at other sizes."""
+    if size == MASK_SIZE:
+        return label
+    return np.asarray(Image.fromarray(label).resize((size, size), Image.Resampling.NEAREST))
