@@ -183,6 +183,90 @@ def _build_store(
     """
     started = time.perf_counter()
     class_config = load_config(config)
+    _check_options(source, store, shard_size, limit, on_error, resume, overwrite, backend, scheduler, dask_local)
+    jobs = available_cores() if jobs is None or jobs < 1 else jobs
+    run = _Run(class_config, shard_size, limit, on_error, parse_image_codec(image_codec).spec, bool(masks),
+               {"jobs": jobs, "on_error": on_error, "backend": backend}
+               | ({"scheduler": scheduler, "dask_local": dask_local} if backend == "dask" else {}))
+    target = _decide_target(source, store, resume, overwrite)
+
+    # phase 1: index the source (before any store is touched)
+    ref = locate_source(source)
+    index = index_source(ref, skip_bad=on_error == "skip")
+    samples = index.samples[:limit] if limit else index.samples
+    _check_sample_ids(ref, samples)
+    workers = max(1, min(jobs, -(-len(samples) // shard_size)))  # never more processes than shards
+    # workers import while this process parses annotations and creates the store (not on a
+    # resume, which may find little or nothing to do)
+    warm_up = _start_workers(backend, workers, store) if not resume else iter(())
+    try:
+        # phase 2: annotations and the source's record; phase 3: reopen or create the store
+        plan = _plan(ref, index, samples, run)
+        if target.resuming:
+            prepared = _prepare_resume(store, target, plan, run, build_id, started)
+            if isinstance(prepared, BuildReport):
+                return prepared
+            group, provenance = prepared
+        else:
+            group, provenance = _prepare_new_store(store, target, plan, run, build_id)
+        provenance["run_options"] = run.run_options
+        with _writing(store, "the store's attributes"):
+            ensure_same_build(store, build_id)
+            group.update_attributes({"provenance": provenance})
+    except Exception:
+        _wait_for(warm_up)  # abandoned, joblib would warn about unused results after the error line
+        raise
+    _wait_for(warm_up)
+    startup_seconds = time.perf_counter() - started
+
+    # phase 4: the shard tasks; phase 5: the record of the whole build
+    shards, pending, skipped = _run_shards(store, group, ref, plan, run, build_id, workers, progress,
+                                           backend, scheduler, dask_local, target)
+    _mark_built(store, provenance, plan, index, shards, skipped, build_id)
+    return BuildReport(str(store), len(plan.samples), len(shards), time.perf_counter() - started, bytes_on_disk(store),
+                       skipped=len(skipped), shards_built=len(pending), startup_seconds=startup_seconds)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The options of this build that shape the arrays, and those that only say how it ran."""
+
+    class_config: ClassConfig
+    shard_size: int
+    limit: int | None
+    on_error: OnError
+    image_codec: str
+    masks: bool
+    run_options: dict[str, Any]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"size": self.class_config.size, "shard_size": self.shard_size, "limit": self.limit,
+                "image_codec": self.image_codec, "masks": self.masks}
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What the store path holds and what this build will do to it."""
+
+    resuming: bool  # an unfinished (or complete) store of ours, to continue
+    older: str | None  # a store of an older layout, resumable only if whole
+    replace_existing: bool  # delete what is there once the source has been indexed
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The samples to build and what the store records about their source."""
+
+    samples: list[Sample]
+    annotations: Any
+    problems_without_row: list[dict[str, Any]]
+    source_record: dict[str, Any]
+    stamps: Stamps
+
+
+def _check_options(source: str | Path, store: StoreTarget, shard_size: int, limit: int | None, on_error: str,
+                   resume: bool, overwrite: bool, backend: str, scheduler: str | None, dask_local: int | None) -> None:
     if shard_size < 1:
         raise CelebaMaskError(store, f"shard size must be at least 1, got {shard_size}")
     if limit is not None and limit < 1:
@@ -191,136 +275,146 @@ def _build_store(
         raise CelebaMaskError(store, f"on_error must be 'fail' or 'skip', got {on_error!r}")
     if resume and overwrite:
         raise CelebaMaskError(store, "choose --resume or --overwrite, not both")
-    jobs = available_cores() if jobs is None or jobs < 1 else jobs
     if backend not in ("local", "dask"):
         raise CelebaMaskError(str(store), f"backend must be 'local' or 'dask', got {backend!r}")
     if backend == "dask" and not (scheduler or dask_local):
         raise CelebaMaskError(str(store), "the dask backend needs --scheduler ADDRESS or --dask-local N")
-    image_codec = parse_image_codec(image_codec).spec
+
+
+def _decide_target(source: str | Path, store: StoreTarget, resume: bool, overwrite: bool) -> _Target:
+    """Refuse what must not be touched before the source is even indexed."""
     state = creation_state(store)
     resuming = resume and state == "created"
-    older = _older_layout(store) if resuming else None  # refused before the source is indexed
+    older = _older_layout(store) if resuming else None
     if resume and state == "foreign":
         raise CelebaMaskError(store, "exists and is not a celebamask store; cannot resume it")
     # A store killed while being created holds no built shard yet: resume starts it afresh. What
     # is replaced is deleted only once the source has been indexed and its annotations parsed.
     replace_existing = not resuming and check_target(store, overwrite or (resume and state in ("creating", "empty")),
                                                      keep=[os.path.abspath(os.path.expanduser(os.fspath(source)))])
+    return _Target(resuming, older, replace_existing)
 
-    ref = locate_source(source)
-    index = index_source(ref, skip_bad=on_error == "skip")
-    samples = index.samples[:limit] if limit else index.samples
-    _check_sample_ids(ref, samples)  # before any store is created
-    workers = max(1, min(jobs, -(-len(samples) // shard_size)))  # never more processes than shards
-    # workers import while this process parses annotations and creates the store (not on a
-    # resume, which may find little or nothing to do)
-    warm_up = _start_workers(backend, workers, store) if not resume else iter(())
-    try:
-        # Parsed on resume too: in skip mode an annotation line that does not parse makes its sample invalid.
-        annotations = load_annotations(ref, index.annotations, [s.index for s in samples], skip_bad=on_error == "skip")
-        samples, annotation_problems = _mark_annotation_problems(samples, annotations.problems)
-        problems_without_row = _index_problems(index) + annotation_problems
-        log.info("indexed %s: %d samples, building %d", ref.location, len(index.samples), len(samples))
-        options = {"size": class_config.size, "shard_size": shard_size, "limit": limit, "image_codec": image_codec,
-                   "masks": bool(masks)}
-        source_record = {
-            "location": ref.location,
-            "root": ref.root,
-            "is_zip": ref.is_zip,
-            "fingerprint": index.fingerprint(limit),
-        }
-        stamps = source_stamps(ref, samples)
-        source_record["content_fingerprint"] = stamps_digest(stamps)
-        if resuming:
-            group = _reopen_for_resume(store, class_config, options, source_record, stamps, samples)
-            lost = _recheck_done_shards(store, group, repair=older is None)
-            if older is not None and lost:
-                raise CelebaMaskError(store, f"{older}; its shards are not whole: {'; '.join(lost[:3])}")
-            if group.attrs.get("complete") and not lost:
-                return BuildReport(str(store), len(samples), -(-len(samples) // shard_size), time.perf_counter() - started,
-                                   bytes_on_disk(store), skipped=len(group.attrs.get("skipped", [])), already_complete=True)
-            group = _adopt_build_id(store, group, build_id)
-            provenance = dict(group.attrs["provenance"])
-            provenance.setdefault("resumed", []).append(_now())
-            provenance["source"] = source_record  # files of unbuilt shards may have changed: stamp them anew
-            write_source_stamps(store, stamps)
-        else:
-            if replace_existing:
-                store.delete()
-            flags, known_issues = known_issue_flags([s.index for s in samples])
-            provenance = {
-                "tool": "celebamask",
-                "tool_version": tool_version(),
-                "library_versions": {name: _version(name) for name in
-                                     ("zarr", "numcodecs", "numpy", "pillow", "deflate", "simplejpeg", "imagecodecs")},
-                "config": {"name": class_config.name, "path": class_config.path, "text": class_config.source_text},
-                "options": options,
-                "source": source_record,
-                "annotation_files": annotations.provenance(),
-                "known_issues": known_issues,
-                "created": _now(),
-            }
-            with _writing(store, "the store's arrays"), _created_meanwhile(store):
-                group = create_store(store, [s.index for s in samples], class_config, shard_size,
-                                     {"provenance": provenance, "skipped": problems_without_row, BUILD_ID: build_id},
-                                     image_codec=image_codec)
-                write_source_stamps(store, stamps)
-                write_annotation_arrays(group, annotations, shard_size)
-                create_class_arrays(group, class_config, len(samples), shard_size)
-                create_mask_arrays(group, len(samples), class_config.size, shard_size, masks)
-                write_flags(group, flags, shard_size)
-                create_progress_arrays(group, len(samples), shard_size)  # last: until it exists a resume starts afresh
-        provenance["run_options"] = {"jobs": jobs, "on_error": on_error, "backend": backend}
-        if backend == "dask":
-            provenance["run_options"].update(scheduler=scheduler, dask_local=dask_local)
-        with _writing(store, "the store's attributes"):
-            ensure_same_build(store, build_id)
-            group.update_attributes({"provenance": provenance})
 
-        finished = done_shards(group)
-        shards = [(k, start, samples[start : start + shard_size]) for k, start in enumerate(range(0, len(samples), shard_size))]
-        pending = [shard for shard in shards if shard[0] not in finished]
-        done = sum(len(chunk) for k, _, chunk in shards if k in finished)
-        log.info("%s %s (config %s): %d of %d shards to build on %d jobs", "resuming" if resuming else "created",
-                 store, class_config.name, len(pending), len(shards), jobs)
-        if progress:
-            progress(done, len(samples))
-        skipped = _merge_skips(list(group.attrs.get("skipped", [])), problems_without_row)
-        failure: CelebaMaskError | None = None
+def _plan(ref: SourceRef, index: SourceIndex, samples: list[Sample], run: _Run) -> _Plan:
+    # Parsed on resume too: in skip mode an annotation line that does not parse makes its sample invalid.
+    skip = run.on_error == "skip"
+    annotations = load_annotations(ref, index.annotations, [s.index for s in samples], skip_bad=skip)
+    samples, annotation_problems = _mark_annotation_problems(samples, annotations.problems)
+    log.info("indexed %s: %d samples, building %d", ref.location, len(index.samples), len(samples))
+    source_record = {"location": ref.location, "root": ref.root, "is_zip": ref.is_zip,
+                     "fingerprint": index.fingerprint(run.limit)}
+    stamps = source_stamps(ref, samples)
+    source_record["content_fingerprint"] = stamps_digest(stamps)
+    return _Plan(samples, annotations, _index_problems(index) + annotation_problems, source_record, stamps)
 
-        def tasks() -> Iterator[Any]:
-            for k, start, chunk in pending:
-                if failure is not None:
-                    return  # stop handing out shards; those already running finish and are kept
-                yield delayed(build_shard)(ref, chunk, class_config, target, k, start, on_error, masks)
-    except Exception:
-        _wait_for(warm_up)  # abandoned, joblib would warn about unused results after the error line
-        raise
-    _wait_for(warm_up)
-    startup_seconds = time.perf_counter() - started
-    if pending:
-        writers = _direct_writers(group)
-        target = writers if writers is not None else store
-        with _parallel_backend(backend, scheduler, dask_local, store) as cluster_jobs:
-            # as many workers as the warm-up started (all shards are pending): joblib reuses them
-            parallel = Parallel(n_jobs=cluster_jobs or min(workers, len(pending)), return_as="generator_unordered")
-            for result in parallel(tasks()):
-                if result.error is not None:
-                    failure = failure or result.error
-                    continue
-                with _writing(store, f"the record of shard {result.shard}"):
-                    ensure_same_build(store, build_id)  # never record a shard in a store another build made
-                    if result.skipped:
-                        skipped = _merge_skips(skipped, result.skipped)
-                        group.update_attributes({"skipped": skipped})
-                    mark_shard_done(group, result.shard)  # after the data, so a crash never records a half shard
-                done += result.samples
-                log.debug("shard %d written (%d of %d samples)", result.shard, done, len(samples))
-                if progress:
-                    progress(done, len(samples))
+
+def _prepare_resume(store: StoreTarget, target: _Target, plan: _Plan, run: _Run, build_id: str,
+                    started: float) -> tuple[zarr.Group, dict[str, Any]] | BuildReport:
+    """The unfinished store reopened for this build, or the report of one with nothing to do."""
+    group = _reopen_for_resume(store, run.class_config, run.options, plan.source_record, plan.stamps, plan.samples)
+    lost = _recheck_done_shards(store, group, repair=target.older is None)
+    if target.older is not None and lost:
+        raise CelebaMaskError(store, f"{target.older}; its shards are not whole: {'; '.join(lost[:3])}")
+    if group.attrs.get("complete") and not lost:
+        return BuildReport(str(store), len(plan.samples), -(-len(plan.samples) // run.shard_size),
+                           time.perf_counter() - started, bytes_on_disk(store),
+                           skipped=len(group.attrs.get("skipped", [])), already_complete=True)
+    group = _adopt_build_id(store, group, build_id)
+    provenance = dict(group.attrs["provenance"])
+    provenance.setdefault("resumed", []).append(_now())
+    provenance["source"] = plan.source_record  # files of unbuilt shards may have changed: stamp them anew
+    write_source_stamps(store, plan.stamps)
+    return group, provenance
+
+
+def _prepare_new_store(store: StoreTarget, target: _Target, plan: _Plan, run: _Run,
+                       build_id: str) -> tuple[zarr.Group, dict[str, Any]]:
+    """A new store with every array created and the coordinator's arrays written."""
+    if target.replace_existing:
+        store.delete()
+    ids = [s.index for s in plan.samples]
+    flags, known_issues = known_issue_flags(ids)
+    provenance = {
+        "tool": "celebamask",
+        "tool_version": tool_version(),
+        "library_versions": {name: _version(name) for name in
+                             ("zarr", "numcodecs", "numpy", "pillow", "deflate", "simplejpeg", "imagecodecs")},
+        "config": {"name": run.class_config.name, "path": run.class_config.path, "text": run.class_config.source_text},
+        "options": run.options,
+        "source": plan.source_record,
+        "annotation_files": plan.annotations.provenance(),
+        "known_issues": known_issues,
+        "created": _now(),
+    }
+    count, shard_size, config = len(plan.samples), run.shard_size, run.class_config
+    with _writing(store, "the store's arrays"), _created_meanwhile(store):
+        group = create_store(store, ids, config, shard_size,
+                             {"provenance": provenance, "skipped": plan.problems_without_row, BUILD_ID: build_id},
+                             image_codec=run.image_codec)
+        write_source_stamps(store, plan.stamps)
+        write_annotation_arrays(group, plan.annotations, shard_size)
+        create_class_arrays(group, config, count, shard_size)
+        create_mask_arrays(group, count, config.size, shard_size, run.masks)
+        write_flags(group, flags, shard_size)
+        create_progress_arrays(group, count, shard_size)  # last: until it exists a resume starts afresh
+    return group, provenance
+
+
+def _run_shards(store: StoreTarget, group: zarr.Group, ref: SourceRef, plan: _Plan, run: _Run, build_id: str,
+                workers: int, progress: Callable[[int, int], None] | None, backend: Backend, scheduler: str | None,
+                dask_local: int | None, target: _Target) -> tuple[list[tuple[int, int, list[Sample]]],
+                                                                  list[tuple[int, int, list[Sample]]],
+                                                                  list[dict[str, Any]]]:
+    """Every shard not yet done, in parallel; each recorded only after its task returned.
+    Returns (all shards, the pending ones, the skip records)."""
+    samples, shard_size = plan.samples, run.shard_size
+    finished = done_shards(group)
+    shards = [(k, start, samples[start : start + shard_size]) for k, start in enumerate(range(0, len(samples), shard_size))]
+    pending = [shard for shard in shards if shard[0] not in finished]
+    done = sum(len(chunk) for k, _, chunk in shards if k in finished)
+    log.info("%s %s (config %s): %d of %d shards to build on %d jobs", "resuming" if target.resuming else "created",
+             store, run.class_config.name, len(pending), len(shards), run.run_options["jobs"])
+    if progress:
+        progress(done, len(samples))
+    skipped = _merge_skips(list(group.attrs.get("skipped", [])), plan.problems_without_row)
+    if not pending:
+        return shards, pending, skipped
+    failure: CelebaMaskError | None = None
+    writers = _direct_writers(group)
+    destination = writers if writers is not None else store
+
+    def tasks() -> Iterator[Any]:
+        for k, start, chunk in pending:
+            if failure is not None:
+                return  # stop handing out shards; those already running finish and are kept
+            yield delayed(build_shard)(ref, chunk, run.class_config, destination, k, start, run.on_error, run.masks)
+
+    with _parallel_backend(backend, scheduler, dask_local, store) as cluster_jobs:
+        # as many workers as the warm-up started (all shards are pending): joblib reuses them
+        parallel = Parallel(n_jobs=cluster_jobs or min(workers, len(pending)), return_as="generator_unordered")
+        for result in parallel(tasks()):
+            if result.error is not None:
+                failure = failure or result.error
+                continue
+            with _writing(store, f"the record of shard {result.shard}"):
+                ensure_same_build(store, build_id)  # never record a shard in a store another build made
+                if result.skipped:
+                    skipped = _merge_skips(skipped, result.skipped)
+                    group.update_attributes({"skipped": skipped})
+                mark_shard_done(group, result.shard)  # after the data, so a crash never records a half shard
+            done += result.samples
+            log.debug("shard %d written (%d of %d samples)", result.shard, done, len(samples))
+            if progress:
+                progress(done, len(samples))
     if failure is not None:
         raise failure
+    return shards, pending, skipped
 
+
+def _mark_built(store: StoreTarget, provenance: dict[str, Any], plan: _Plan, index: SourceIndex,
+                shards: list[Any], skipped: list[dict[str, Any]], build_id: str) -> None:
+    """The counts, then ``complete: true``: last, so only a whole build ever says it is done."""
+    samples = plan.samples
     skipped_rows = sum(1 for entry in skipped if entry.get("sample") is not None)
     provenance.update(
         counts={
@@ -339,8 +433,6 @@ def _build_store(
         ensure_same_build(store, build_id)
         mark_complete(store, {"provenance": provenance, "skipped": skipped})
     log.info("marked %s complete (%d skipped)", store, len(skipped))
-    return BuildReport(str(store), len(samples), len(shards), time.perf_counter() - started, bytes_on_disk(store),
-                       skipped=len(skipped), shards_built=len(pending), startup_seconds=startup_seconds)
 
 
 def _start_workers(backend: Backend, jobs: int, store: StoreTarget) -> Iterator[Any]:
