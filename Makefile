@@ -16,13 +16,18 @@ N      ?= 1000
 
 .PHONY: build-store test venv clean-store clean bench bench-quick
 
-# The tests use torch; pinned to the CPU wheel that lies on these machines' disk (an unpinned
-# torch would download a multi-GB CUDA build).
-TEST_TORCH ?= torch==2.13.0
+# The tests use torch and torchvision (the v2 transforms tests), pinned as a matching pair to the
+# builds that lie on these machines' disk for Python 3.11 (an unpinned torch would download a
+# multi-GB CUDA build). torch 2.13.0's CPU wheel has no torchvision beside it: PyPI's 0.28.0 is
+# built against CUDA torch and fails to import ('operator torchvision::nms does not exist'). So the
+# tests take torch 2.14.1 + torchvision 0.29.1, a CUDA build that runs on the CPU (about 5.5 GB in
+# the venv; a fresh `make venv` took about 4 minutes here). Elsewhere pick any matching pair, e.g.
+# make test TEST_TORCH="torch==2.13.0"   (torchvision left out: its tests are skipped).
+TEST_TORCH ?= torch==2.14.1 torchvision==0.29.1
 
 # Two install levels in the one venv, each a stamp: building needs only the base package (zarr,
-# numpy, Pillow, ...); the tests add every extra and torch (about 1.6 GB). `make build-store` never
-# pulls the test stack; `make test` adds it to the same venv.
+# numpy, Pillow, ...); the tests add every extra, torch and torchvision (about 7 GB). `make
+# build-store` never pulls the test stack; `make test` adds it to the same venv.
 BASE_STAMP := $(VENV)/.installed-base
 TEST_STAMP := $(VENV)/.installed-test
 
@@ -35,7 +40,7 @@ $(BASE_STAMP): pyproject.toml | $(BIN)/python
 	@touch $@
 
 $(TEST_STAMP): pyproject.toml Makefile | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]' '$(TEST_TORCH)'
+	$(BIN)/python -m pip install --quiet -e '.[test]' $(TEST_TORCH)
 	@touch $@ $(BASE_STAMP)
 
 venv: $(TEST_STAMP)

@@ -119,3 +119,16 @@ def test_pickles_without_open_handles(built_store: Path) -> None:
     clone = pickle.loads(pickle.dumps(dataset))
     assert clone._store is None
     np.testing.assert_array_equal(clone[1]["label"].numpy(), dataset[1]["label"].numpy())
+
+
+def test_without_torchvision_samples_are_plain_tensors(built_store: Path) -> None:
+    import subprocess
+    import sys
+
+    # None in sys.modules makes `import torchvision` fail as if it were not installed.
+    code = ("import sys; sys.modules['torchvision'] = None\n"
+            "import torch; from celebamask.torch import CelebAMaskDataset\n"
+            f"s = CelebAMaskDataset({str(built_store)!r})[0]\n"
+            "print(type(s['image']) is torch.Tensor, type(s['label']) is torch.Tensor)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "True"]

@@ -2,6 +2,10 @@
 
 Every worker process opens the store itself on first use: the dataset pickles (spawn) or is
 inherited (fork) as a path and a list of rows, never as open zarr handles. Needs the ``torch`` extra.
+
+With torchvision installed, ``image`` is a ``tv_tensors.Image`` and ``label``/``masks`` are
+``tv_tensors.Mask``: torchvision's v2 transforms then move them together (a plain tensor beside an
+Image is passed through untouched, so an unwrapped label would silently stay unflipped).
 """
 
 from __future__ import annotations
@@ -13,12 +17,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import zarr
 
 from celebamask.config import LABEL_FILL
-from celebamask.errors import CelebaMaskError
 from celebamask.read.reader import CelebAMaskStore, open_store
-from celebamask.store.shards import read_whole
+from celebamask.read.rows import selected_rows
+
+try:
+    from torchvision import tv_tensors
+except ImportError:  # torchvision is optional; without it the samples are plain tensors
+    tv_tensors = None
 
 Sample = dict[str, Any]
 
@@ -29,6 +36,14 @@ class CelebAMaskDataset(torch.utils.data.Dataset):
     - ``image``: (3, H, W) uint8, or float32 in [0, 1] with ``float_image=True``.
     - ``label``: (H, W) int64 class ids.
     - ``sample_id``: the dataset index (``{sample_id}.jpg``) of the row.
+    - ``masks`` (with ``masks=True``): (K, H, W) uint8, 1 where the k-th class of ``mask_names``
+      has its own mask on (before painting: overlaps kept), else 0; needs the store's ``masks``.
+
+    With torchvision installed, ``image`` is a ``tv_tensors.Image`` and ``label``/``masks`` are
+    ``tv_tensors.Mask`` (plain tensors otherwise), so a v2 transform such as
+    ``v2.RandomHorizontalFlip(p=1)`` flips all of them. Geometric v2 transforms resample masks by
+    nearest neighbour; give the label its ignore value for the uncovered area, e.g.
+    ``v2.RandomRotation(30, fill={tv_tensors.Image: 0, tv_tensors.Mask: 255})``.
 
     ``split``: a split name (``"train"``, ``"val"``, ``"test"``) or several; needs the store's
     ``split`` array. Rows a build marked invalid (a ``valid`` array, if the store has one) are
@@ -61,6 +76,7 @@ class CelebAMaskDataset(torch.utils.data.Dataset):
         ignore_index: int = LABEL_FILL,
         storage_options: dict[str, Any] | None = None,
         exclude_flagged: bool = False,
+        masks: bool = False,
     ) -> None:
         if isinstance(store, CelebAMaskStore):
             opened, self.allow_incomplete = store, not store.complete  # the caller already chose
@@ -71,8 +87,10 @@ class CelebAMaskDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.float_image = float_image
         self.ignore_index = ignore_index
-        self.rows = _select_rows(opened, split, exclude_flagged)
+        self.rows = selected_rows(opened, split, exclude_flagged)
         self.label_lookup, self.class_names = _label_lookup(opened, classes, ignore_index)
+        self.mask_names: list[str] = opened.mask_bits if masks else []  # an error if the store has none
+        self.with_masks = masks
         self._store: CelebAMaskStore | None = None
         self._opened_in: int | None = None
 
@@ -91,8 +109,16 @@ class CelebAMaskDataset(torch.utils.data.Dataset):
         if self.float_image:
             image = image.to(torch.float32).div_(255)
         label = torch.from_numpy(self.label_lookup[stored["label"]])
-        sample: Sample = {"image": image, "label": label, "sample_id": stored["sample_id"]}
+        sample: Sample = {"image": _as_image(image), "label": _as_mask(label), "sample_id": stored["sample_id"]}
+        if self.with_masks:
+            sample["masks"] = _as_mask(torch.from_numpy(self._mask_planes(row)))
         return self.transform(sample) if self.transform else sample
+
+    def _mask_planes(self, row: int) -> np.ndarray:
+        """(K, H, W) uint8 0/1 from the row's bits: bit k of ``masks`` is plane k."""
+        bits = self._open().mask_bits_of(row)
+        shifts = np.arange(len(self.mask_names), dtype=np.uint32)[:, None, None]
+        return ((bits[None] >> shifts) & np.uint32(1)).astype(np.uint8)
 
     def __getstate__(self) -> dict[str, Any]:
         # What goes to a spawned worker: the path and the rows, never open zarr handles.
@@ -105,32 +131,6 @@ class CelebAMaskDataset(torch.utils.data.Dataset):
                                      storage_options=self.storage_options)
             self._opened_in = os.getpid()
         return self._store
-
-
-def _select_rows(store: CelebAMaskStore, split: str | Sequence[str] | None, exclude_flagged: bool = False) -> np.ndarray:
-    from celebamask.read.flags import unflagged_rows
-
-    keep = unflagged_rows(store.group, len(store)) if exclude_flagged else np.ones(len(store), dtype=bool)
-    if "valid" in store.group:
-        keep &= read_whole(_array(store, "valid"), store.complete).astype(bool)
-    if split is not None:
-        keep &= _split_mask(store, [split] if isinstance(split, str) else list(split))
-    return np.flatnonzero(keep)
-
-
-def _split_mask(store: CelebAMaskStore, wanted: list[str]) -> np.ndarray:
-    if "split" not in store.group:
-        raise CelebaMaskError(
-            store.location,
-            f"cannot select split {', '.join(wanted)}: the store has no 'split' array "
-            "(it was built without CelebA-HQ-to-CelebA-mapping.txt)",
-        )
-    array = _array(store, "split")
-    names = [str(n) for n in array.attrs.get("names", [])]
-    unknown = [name for name in wanted if name not in names]
-    if unknown:
-        raise CelebaMaskError(store.location, f"unknown split {', '.join(unknown)}; the store has: {', '.join(names)}")
-    return np.isin(read_whole(array, store.complete), [names.index(name) for name in wanted])
 
 
 def _label_lookup(
@@ -163,5 +163,9 @@ def _label_lookup(
     return lookup, ["+".join(group) for group in grouped]
 
 
-def _array(store: CelebAMaskStore, name: str) -> zarr.Array:
-    return store.group[name]  # type: ignore[return-value]
+def _as_image(tensor: torch.Tensor) -> torch.Tensor:
+    return tv_tensors.Image(tensor) if tv_tensors is not None else tensor
+
+
+def _as_mask(tensor: torch.Tensor) -> torch.Tensor:
+    return tv_tensors.Mask(tensor) if tv_tensors is not None else tensor
