@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,14 @@ class CelebAMaskStore(MaskQueries, AnnotationQueries):
         from celebamask.read.xarray import to_xarray
 
         return to_xarray(self, unpack_masks=unpack_masks, **open_zarr_kwargs)
+
+    def to_hf_dataset(self, split: str | Sequence[str] | None = None, **options: Any) -> Any:
+        """The valid rows of ``split`` as a Hugging Face ``datasets.Dataset`` (needs the ``hf`` extra):
+        ``image``/``label`` Image features, ``split`` a ClassLabel, one bool column per attribute.
+        Options (``streaming``, ``cache_dir``, ``num_proc``, ``exclude_flagged``): ``celebamask.read.hf``."""
+        from celebamask.read.hf import to_hf_dataset
+
+        return to_hf_dataset(self, split, **options)
 
     def _row(self, row: int) -> int:
         count = len(self)
