@@ -88,8 +88,12 @@ def _attribute_names(store: CelebAMaskStore) -> list[str]:
 
 
 def _stamp(store: CelebAMaskStore) -> str:
-    """Changes whenever the store's attributes do (build id, completeness, provenance): the cache key."""
-    return hashlib.sha256(json.dumps(store.attrs, sort_keys=True, default=str).encode()).hexdigest()
+    """The cache key: changes whenever the store's attributes do (build id, completeness,
+    provenance) and, for an unfinished store, whenever another shard is done."""
+    digest = hashlib.sha256(json.dumps(store.attrs, sort_keys=True, default=str).encode())
+    if "shard_done" in store.group:
+        digest.update(np.asarray(store.group["shard_done"][:]).tobytes())  # type: ignore[index]
+    return digest.hexdigest()
 
 
 def _examples(location: str, storage_options: dict[str, Any], allow_incomplete: bool, stamp: str,
