@@ -132,3 +132,16 @@ def test_without_datasets_says_which_extra(annotated: Path) -> None:
             "except ModuleNotFoundError as e:\n    print(e)" % str(annotated))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert "celebamask[hf]" in done.stdout
+
+
+def test_a_lost_split_chunk_of_a_complete_store_raises(annotated: Path, tmp_path: Path) -> None:
+    """With no split asked for, only the examples read the split column: zarr would fill a lost
+    chunk with 0 ('train' for every row) without a word."""
+    from celebamask.errors import CelebaMaskError
+
+    store = tmp_path / "lost-split.zarr"
+    shutil.copytree(annotated, store)
+    chunk = sorted(p for p in (store / "split" / "c").rglob("*") if p.is_file())[-1]
+    chunk.unlink()
+    with pytest.raises(CelebaMaskError, match="'split'.*missing from a complete store"):
+        list(open_store(store).to_hf_dataset(streaming=True))

@@ -20,6 +20,7 @@ import PIL.Image
 
 from celebamask.read.reader import CelebAMaskStore, open_store
 from celebamask.read.rows import selected_rows, split_names
+from celebamask.store.shards import read_whole
 
 try:
     import datasets
@@ -101,7 +102,7 @@ def _examples(location: str, storage_options: dict[str, Any], allow_incomplete: 
     """Runs where datasets runs it (maybe a worker per ``num_proc`` shard): opens the store itself."""
     del stamp  # only part of the cache key
     store = open_store(location, allow_incomplete=allow_incomplete, storage_options=storage_options)
-    split = np.asarray(store.group["split"][:]) if "split" in store.group else None  # type: ignore[index]
+    split = read_whole(store.group["split"], store.complete) if "split" in store.group else None  # type: ignore[arg-type]
     names = _attribute_names(store)
     attributes = store.annotation("attributes") if names else None
     for row in rows:
