@@ -63,3 +63,23 @@ def test_help_explains_every_command() -> None:
     for command in ("build", "info", "classes", "synth"):
         result = run(command, "--help")
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_info_aligns_every_array_row_the_string_array_too(built_store: Path) -> None:
+    result = run("info", str(built_store))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    start = lines.index("arrays:") + 1
+    pairs = []
+    while start + 1 < len(lines) and lines[start].startswith("  ") and " shape (" in lines[start]:
+        pairs.append((lines[start], lines[start + 1]))
+        start += 2
+    group = zarr.open_group(built_store, mode="r")
+    assert [first.split()[0] for first, _ in pairs] == sorted(name for name, _ in group.arrays())
+    # every row's columns start where every other row's do: name, type, then shape / dims
+    assert len({first.index(" shape (") for first, _ in pairs}) == 1
+    assert len({second.index("dims (") for _, second in pairs}) == 1
+    assert {first.index(first.split()[1]) for first, _ in pairs} == {pairs[0][0].index(pairs[0][0].split()[1])}
+    types = {first.split()[0]: first.split()[1] for first, _ in pairs}
+    assert types["celeba_file"] == "string" and types["label"] == "uint8" and types["masks"] == "uint32"
+    assert "fill ''" in dict(pairs)[next(f for f, _ in pairs if f.split()[0] == "celeba_file")]
