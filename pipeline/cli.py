@@ -21,7 +21,7 @@ from celebamask.build.orchestrator import (
 from celebamask.config import PRESETS, load_config
 from celebamask.dataset import ARRAYS_BY_FILE, SPLIT_NAMES
 from celebamask.errors import CelebaMaskError
-from celebamask.progress import progress_bar
+from celebamask.progress import ProgressCallback
 from celebamask.read.reader import open_store
 from celebamask.store.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
 from celebamask.store.layout import OLDER_LAYOUTS, bytes_on_disk, layout_problem
@@ -166,16 +166,7 @@ def build(source: Path, store: str, config: str, jobs: int | None, limit: int | 
     gs://…, memory://…); credentials come from the usual environment variables or
     --storage-option. Refuses to touch an existing STORE without --overwrite or --resume.
     """
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = progress_bar("build", total, disable=quiet)
-            if bar is None:
-                return
-        bar.update(done - bar.n)
-
+    progress = ProgressCallback("build", disable=quiet)
     try:
         report = build_store(source, store, config=config, jobs=jobs or available_cores(), limit=limit,
                              shard_size=shard_size, overwrite=overwrite, resume=resume,
@@ -188,20 +179,15 @@ def build(source: Path, store: str, config: str, jobs: int | None, limit: int | 
         # build_store has stopped the workers; the store is not marked complete and --resume cleans
         # what a killed worker left half written.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if bar is not None:
-            bar.leave = False
-            bar.close()
-            bar = None
+        progress.close(keep=False)
         click.echo(f"interrupted: resume with celebamask build {shlex.quote(str(source))} {shlex.quote(store)} --resume",
                    err=True)
         raise click.exceptions.Exit(INTERRUPTED_EXIT) from None
     except BaseException:
-        if bar is not None:
-            bar.leave = False  # the error line takes its place
+        progress.close(keep=False)  # the error line takes its place
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
     if report.already_complete:
         click.echo(f"{report.store} is up to date (already complete, built with the same options): "
                    f"{report.samples} samples, nothing to do")
@@ -235,26 +221,15 @@ def verify(store: str, source: Path | None, samples: int | None, seed: int, stor
     if samples is not None and samples > 0 and source is None:
         source = Path(samples_source(store, storage_options))  # a store with no reachable source: one error line
     samples = 8 if samples is None else samples
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = progress_bar("verify", total, disable=quiet)
-            if bar is None:
-                return
-        bar.update(done - bar.n)
-
+    progress = ProgressCallback("verify", disable=quiet)
     try:
         problems = verify_store(store, source=source, samples=samples, seed=seed, progress=progress,
                                 storage_options=storage_options)
     except BaseException:
-        if bar is not None:
-            bar.leave = False  # the error line takes its place
+        progress.close(keep=False)  # the error line takes its place
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
     for problem in problems:
         click.echo(f"problem: {problem}")
     if problems:
@@ -577,23 +552,13 @@ def score(store: str, maps: str, out: Path | None, metrics: str | None, regions:
         raise click.BadParameter(f"unknown metric {unknown[0]!r}; known: {', '.join(METRICS)}", param_hint="--metrics")
     options = parse_storage_options(storage_option)
     opened = open_store(store, storage_options=options)
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = progress_bar("score", total, disable=quiet)
-            if bar is None:
-                return
-        bar.update(done - bar.n)
-
+    progress = ProgressCallback("score", disable=quiet)
     _check_attributes(opened, by_attribute)
     rows, left_out = _chosen_rows(opened, splits, exclude_flagged)
     result = score_maps(opened, maps, regions=regions, region_source=region_source, metrics=chosen,
                         tolerance=tolerance, k=k, reduce=reduce, rows=rows,
                         batch_size=batch_size, jobs=jobs, storage_options=options, progress=progress)
-    if bar is not None:
-        bar.close()
+    progress.close()
     if out is not None:
         result.write(out)
         click.echo(f"wrote {out}")

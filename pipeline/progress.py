@@ -72,6 +72,30 @@ def progress_bar(desc: str, total: int | None = None, *, disable: bool = False) 
     return LineProgress(desc, total)
 
 
+class ProgressCallback:
+    """The ``progress(done, total)`` callback of the library's long calls (build, score) as a bar
+    (``progress_bar``) opened at the first call. ``close(keep=False)`` removes the bar, for the
+    error line that takes its place."""
+
+    def __init__(self, desc: str, *, disable: bool = False) -> None:
+        self.desc, self.disable = desc, disable
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = progress_bar(self.desc, total, disable=self.disable)
+            if self.bar is None:
+                return
+        self.bar.update(done - self.bar.n)
+
+    def close(self, keep: bool = True) -> None:
+        if self.bar is not None:
+            if not keep:
+                self.bar.leave = False
+            self.bar.close()
+            self.bar = None
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)

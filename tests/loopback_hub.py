@@ -8,14 +8,15 @@ reads), honours Range requests, and can cut its first GET off half-way to test r
 from __future__ import annotations
 
 import hashlib
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.loopback import LoopbackServer, cut_off
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-class LoopbackHub:
+class LoopbackHub(LoopbackServer):
     def __init__(self, repo: str, filename: str, data: bytes, cut_first_get: bool = False) -> None:
         self.repo, self.filename, self.data = repo, filename, data
         self.cut_first_get = cut_first_get
@@ -44,11 +45,7 @@ class LoopbackHub:
                 if hub.cut_first_get and not range_header:
                     hub.cut_first_get = False
                     self._headers(200, len(hub.data))
-                    self.wfile.write(hub.data[: len(hub.data) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-                    return
+                    return cut_off(self, hub.data)
                 self._send(206 if range_header else 200, body, total=len(hub.data), start=start)
 
             def _headers(self, status: int, length: int, start: int = 0, total: int | None = None) -> None:
@@ -67,21 +64,7 @@ class LoopbackHub:
                 if not head:
                     self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._listen(Handler)
 
     def _known(self, path: str) -> bool:
         return path.split("?")[0] in {f"/datasets/{self.repo}/resolve/{rev}/{self.filename}" for rev in ("main", COMMIT)}
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> "LoopbackHub":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()

@@ -19,20 +19,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.loopback import LoopbackServer, cut_off
 
 SERVICE = "/v1/datasets.DatasetApiService"
 VERSION = 3
 
 
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that drops a connection it no longer needs (before resuming) is expected
-
-
-class LoopbackKaggle:
+class LoopbackKaggle(LoopbackServer):
     def __init__(self, owner: str, dataset: str, data: bytes, username: str = "tester", key: str = "k3y",
                  cut_first_get: bool = False, corrupt_resume: bool = False, md5: bool = True) -> None:
         self.owner, self.dataset, self.data = owner, dataset, data
@@ -88,11 +84,7 @@ class LoopbackKaggle:
                 try:
                     if kaggle.cut_first_get and not range_header:
                         kaggle.cut_first_get = False
-                        self.wfile.write(body[: len(body) // 2])
-                        self.wfile.flush()
-                        self.close_connection = True
-                        self.connection.shutdown(2)
-                        return None
+                        return cut_off(self, body)
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):  # the client stopped reading (it resumes)
                     self.close_connection = True
@@ -106,18 +98,4 @@ class LoopbackKaggle:
                 self.end_headers()
                 self.wfile.write(raw)
 
-        self.server = _QuietServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> "LoopbackKaggle":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+        self._listen(Handler)

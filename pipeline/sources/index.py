@@ -194,6 +194,24 @@ def locate_source(path: str | Path) -> SourceRef:
 
 
 @dataclass
+class Problems:
+    """What indexing finds wrong. Without ``skip_bad`` the first problem raises; with it, a
+    problem of one sample marks that sample (its first problem is kept) and any other is listed."""
+
+    skip_bad: bool
+    listed: list[CelebaMaskError] = field(default_factory=list)  # files that belong to no row
+    of_sample: dict[int, CelebaMaskError] = field(default_factory=dict)
+
+    def report(self, error: CelebaMaskError, index: int | None = None) -> None:
+        if not self.skip_bad:
+            raise error
+        if index is None:
+            self.listed.append(error)
+        else:
+            self.of_sample.setdefault(index, error)
+
+
+@dataclass
 class SourceIndex:
     ref: SourceRef
     samples: list[Sample]
@@ -231,17 +249,8 @@ def index_source(ref: SourceRef, skip_bad: bool = False) -> SourceIndex:
         masks_dir = files.display(MASK_DIR)
         display = files.display
 
-    problems: list[CelebaMaskError] = []
-    sample_problems: dict[int, CelebaMaskError] = {}
-
-    def report(error: CelebaMaskError, index: int | None = None) -> None:
-        if not skip_bad:
-            raise error
-        if index is None:
-            problems.append(error)
-        else:
-            sample_problems.setdefault(index, error)
-
+    problems = Problems(skip_bad)
+    report = problems.report
     ignored: list[str] = []
     images: dict[int, str] = {}
     for rel in sorted(image_names):
@@ -291,5 +300,5 @@ def index_source(ref: SourceRef, skip_bad: bool = False) -> SourceIndex:
     for index in sorted(images):
         if not masks.get(index):
             report(CelebaMaskError(display(images[index]), f"image with no masks in {MASK_DIR}/"), index)
-    samples = [Sample(index, images[index], masks.get(index, {}), sample_problems.get(index)) for index in sorted(images)]
-    return SourceIndex(ref, samples, annotations, sorted(ignored), problems)
+    samples = [Sample(index, images[index], masks.get(index, {}), problems.of_sample.get(index)) for index in sorted(images)]
+    return SourceIndex(ref, samples, annotations, sorted(ignored), problems.listed)

@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from celebamask.config import MASK_SIZE
 from celebamask.dataset import ATTRIBUTE_FILE, MASK_CLASS_NAMES
 from celebamask.errors import CelebaMaskError
-from celebamask.sources.index import Sample, SourceFiles, SourceIndex, SourceRef
+from celebamask.sources.index import Problems, Sample, SourceFiles, SourceIndex, SourceRef
 
 CANVAS = 2 * MASK_SIZE  # the size Dataset Ninja's masks were scaled to
 IMAGE_NAME = re.compile(r"^(?:.*/)?(ds[^/]*)/img/(\d+)\.jpg$", re.IGNORECASE)
@@ -69,17 +69,8 @@ def index_supervisely(ref: SourceRef, skip_bad: bool = False) -> SourceIndex:
     ``skip_bad``, mark their samples)."""
     from celebamask.sources.archives import list_all
 
-    problems: list[CelebaMaskError] = []
-    sample_problems: dict[int, CelebaMaskError] = {}
-
-    def report(error: CelebaMaskError, index: int | None = None) -> None:
-        if not skip_bad:
-            raise error
-        if index is None:
-            problems.append(error)
-        else:
-            sample_problems.setdefault(index, error)
-
+    problems = Problems(skip_bad)
+    report = problems.report
     with ref.open_files() as files:
         names = sorted(list_all(files))
         images: dict[int, str] = {}
@@ -116,11 +107,11 @@ def index_supervisely(ref: SourceRef, skip_bad: bool = False) -> SourceIndex:
         for index in sorted(images):
             if index not in annotations:
                 report(CelebaMaskError(files.display(images[index]), "image with no annotation in ann/"), index)
-            elif not masks.get(index) and index not in sample_problems:
+            elif not masks.get(index) and index not in problems.of_sample:
                 report(CelebaMaskError(files.display(annotations[index]), "annotation with no bitmap objects"), index)
-    samples = [Sample(i, images[i], masks.get(i, {}), sample_problems.get(i)) for i in sorted(images)]
+    samples = [Sample(i, images[i], masks.get(i, {}), problems.of_sample.get(i)) for i in sorted(images)]
     present = {ATTRIBUTE_FILE: ATTRIBUTE_FILE} if tags_seen else {}
-    return SourceIndex(ref, samples, present, ignored, problems)
+    return SourceIndex(ref, samples, present, ignored, problems.listed)
 
 
 def _load(files: SourceFiles, rel: str) -> dict[str, Any]:
