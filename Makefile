@@ -61,7 +61,7 @@ build-store: $(BASE_STAMP) $(if $(filter data/sample,$(SOURCE)),data/sample/READ
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
-# Build vs common practice vs decode floor, sizes and read speeds (a few minutes at N=1000;
+# Build vs common practice vs decode floor, sizes, read speeds, scoring vs Quantus (minutes at N=1000;
 # the synthetic source is generated once into bench/work/ and reused); then the cost of the masks
 # array and label_maps' render speed (bench/masks.py). Never part of `make test`.
 bench: $(TEST_STAMP)

@@ -1,4 +1,5 @@
-"""``make bench``: one run that measures the build against the common-practice peer and the decode floor.
+"""``make bench``: one run that measures the build against the common-practice peer and the decode floor,
+and scoring against Quantus (bench/score.py).
 
 Everything that is compared is measured in the same run, alternated (A B C … A B C …), and
 summarised by medians, because the machine is shared and absolute timings drift. Results are
@@ -23,6 +24,8 @@ import numpy as np
 
 from bench.floor import run_floor
 from bench.peer import read_peer_sample, run_peer
+from bench.score import print_row as print_score_row
+from bench.score import run_score_bench
 from celebamask import open_store
 from celebamask.build.orchestrator import available_cores, build_store
 from celebamask.sources.index import index_source, locate_source
@@ -37,6 +40,8 @@ TARGETS = {
     "sequential_samples_per_s": ("≥", 1500.0),
     "peak_rss_per_worker_mib": ("<", 1024.0),
     "jobs2_over_jobs1": ("≥", 1.8),
+    "score_maps_per_s": ("≥", 50.0),
+    "score_quantus_over_ours": ("≥", 50.0),
 }
 
 
@@ -121,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _check_labels_agree(stores["lossless"], peer_out)
     reads = measure_reads(stores, peer_out, args.count, args.reads, args.repeats)
+    scoring = run_score_bench(stores["lossless"], args.work, args.jobs, args.repeats)
     sizes = {preset: store_sizes(path, args.count) for preset, path in stores.items()}
     peer_bytes = _bytes_under(peer_out)
     results = {
@@ -158,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             "jobs2_over_jobs1": best_ratio("build_jobs1", "build"),
         },
         "reads": reads,
+        "scoring": scoring,
         "sizes": sizes,
         "peer_folder_bytes_per_sample": peer_bytes / args.count,
         "peak_rss_per_worker_mib": rss.peak_mib(),
@@ -302,6 +309,10 @@ def _target_value(results: dict[str, Any], name: str) -> float:
         return results["reads"]["sequential_samples_per_s"]["lossless"]
     if name == "peak_rss_per_worker_mib":
         return results["peak_rss_per_worker_mib"]
+    if name == "score_maps_per_s":
+        return results["scoring"]["maps_per_second"]
+    if name == "score_quantus_over_ours":
+        return results["scoring"].get("quantus_over_ours", float("nan"))
     return results["ratios"][name]
 
 
@@ -343,6 +354,7 @@ def print_table(results: dict[str, Any]) -> None:
     cpu = results["cpu_ratios"]
     print(f"in CPU time (this process and its workers, median of the ratio within each round): build/floor "
           f"{cpu['build_over_floor']:.2f}, peer/build {cpu['peer_over_build']:.2f}")
+    print_score_row(results["scoring"])
     best = results["ratios_of_best_runs"]
     print(f"\n{'target':<28}{'value':>10}  {'goal':<10}{'met':<5}{'best runs':>10}")
     for name, target in results["targets"].items():
