@@ -126,3 +126,42 @@ def test_score_command_writes_the_long_csv_and_refuses_a_wrong_count(built_store
     np.save(maps, np.zeros((count + 1, 8, 8), np.float32))
     wrong = CliRunner().invoke(main, ["score", str(built_store), str(maps), "--quiet"])
     assert wrong.exit_code == 1 and f"error: {maps}:" in wrong.output
+
+
+def test_float32_sorts_as_float64_and_minus_zero_ties_plus_zero() -> None:
+    """A float32 map is sorted as integer keys (value bits and atom): the same scores as the same
+    values in float64 (sorted by argsort), -0.0 tied with +0.0, and atoms past 8 bits."""
+    rng = np.random.default_rng(21)
+    levels = np.array([-2.5, -1.0, -0.0, 0.0, 0.25, 3.0], dtype=np.float32)
+    for count_atoms in (3, 256, 300):  # 2, 8 and 9 bits of atom in the key
+        a = levels[rng.integers(0, len(levels), (40, 40))]
+        atoms = rng.integers(0, count_atoms, (40, 40))
+        membership = rng.random((7, count_atoms)) < 0.3
+        membership[0] = False
+        membership[0, atoms[0, 0]] = True  # one atom alone
+        as32 = score_map(a, atoms, membership, MetricOptions(k=77))
+        as64 = score_map(a.astype(np.float64), atoms, membership, MetricOptions(k=77))
+        np.testing.assert_array_equal(as32, as64)
+        zeros = np.where(a == 0, np.float32(0.0), a)  # every -0.0 made +0.0: nothing may change
+        np.testing.assert_array_equal(score_map(zeros, atoms, membership, MetricOptions(k=77)), as32)
+
+
+def test_tie_free_float32_map_against_direct_counts() -> None:
+    """Distinct float32 values: top-k and own-top-n are plain counts of a sorted order, AUC sklearn's."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(22)
+    a = (rng.permutation(64 * 64) / 4096).astype(np.float32).reshape(64, 64) - 0.3  # distinct, signed
+    atoms = rng.integers(0, 5, a.shape)
+    membership = np.eye(5, dtype=bool)
+    k = 300
+    scores = score_map(a, atoms, membership, MetricOptions(k=k))
+    descending = np.argsort(-a.reshape(-1))
+    for r in range(5):
+        region = (atoms == r).reshape(-1)
+        n = int(region.sum())
+        assert scores[r, METRICS.index("top_k_intersection")] == pytest.approx(region[descending[:k]].sum() / k, abs=1e-12)
+        assert scores[r, METRICS.index("relevance_rank_accuracy")] == pytest.approx(region[descending[:n]].sum() / n,
+                                                                                    abs=1e-12)
+        assert scores[r, METRICS.index("auc")] == pytest.approx(roc_auc_score(region, a.reshape(-1)), abs=1e-12)
+        assert scores[r, METRICS.index("pointing_game")] == float(region[descending[0]])

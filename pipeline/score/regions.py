@@ -94,7 +94,15 @@ class MaskAtoms:
                                     dtype=np.uint64)
 
     def __call__(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        values, atoms = np.unique(codes.reshape(-1), return_inverse=True)
+        flat = codes.reshape(-1)
+        top = int(flat.max(initial=0))
+        if top < 1 << 22:  # a table of every possible code: no sort (np.unique would be a second one per map)
+            values = np.flatnonzero(np.bincount(flat, minlength=top + 1))
+            table = np.zeros(top + 1, dtype=np.intp)
+            table[values] = np.arange(len(values))
+            atoms = table[flat]
+        else:
+            values, atoms = np.unique(flat, return_inverse=True)
         membership = (values.astype(np.uint64)[None, :] & self.region_bits[:, None]) != 0
         return atoms.reshape(codes.shape), membership
 
