@@ -1,0 +1,226 @@
+"""One writer per store, and what --overwrite and --resume may touch: the lock refuses a second
+build naming its holder, a stale lock is recognised, --break-lock breaks only what is safe to
+break; --overwrite replaces only a celebamask store; resume re-checks shards and source files."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+from PIL import Image
+
+from celebamask import open_store
+from celebamask.build.orchestrator import build_store
+from celebamask.cli import main
+from celebamask.errors import CelebaMaskError
+from celebamask.store.location import as_target
+from celebamask.store.lock import new_build_id, store_lock
+
+
+def run(*args: object):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def files_of(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def lock_file(store: Path) -> Path:
+    return store.with_name(store.name + ".lock")
+
+
+def write_lock(store: Path, pid: int, host: str) -> None:
+    owner = {"pid": pid, "host": host, "started": "2026-01-01T00:00:00+00:00", "build_id": "x", "process_start": None}
+    lock_file(store).write_text(json.dumps(owner))
+
+
+def dead_pid() -> int:
+    """A pid that certainly ran on this host and is gone (its process was reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def mark_incomplete(store: Path, unfinished: int | None = None) -> None:
+    """What a build killed after its first shards leaves: not complete, ``unfinished`` not recorded."""
+    group = zarr.open_group(store, mode="r+")
+    group.attrs["complete"] = False
+    if unfinished is not None:
+        group["shard_done"][unfinished] = False
+
+
+@pytest.fixture
+def complete_store(synthetic_source: Path, tmp_path: Path) -> Path:
+    store = tmp_path / "s.zarr"
+    build_store(synthetic_source, store, jobs=1, shard_size=4, limit=8)
+    return store
+
+
+# --------------------------------------------------------------------------- the lock
+
+
+@pytest.mark.parametrize("mode", [[], ["--resume"], ["--overwrite"]])
+def test_a_live_lock_refuses_any_second_build_naming_the_holder(
+    synthetic_source: Path, complete_store: Path, mode: list[str]
+) -> None:
+    mark_incomplete(complete_store, unfinished=1)
+    before = files_of(complete_store)
+    with store_lock(as_target(complete_store), new_build_id()):  # this process is the live holder
+        result = run("build", synthetic_source, complete_store, "--shard-size", "4", "--limit", "8", "--quiet", *mode)
+        assert result.exit_code == 1
+        assert len(result.output.splitlines()) == 1 and result.output.startswith(
+            f"error: {complete_store}: locked by another build (pid {os.getpid()} on {socket.gethostname()}, started "
+        ), result.output
+        assert "wait for it to finish" in result.output and str(lock_file(complete_store)) in result.output
+        broken = run("build", synthetic_source, complete_store, "--shard-size", "4", "--limit", "8", "--quiet",
+                     "--break-lock", *mode)
+        assert broken.exit_code == 1 and "locked by another build" in broken.output  # a live holder is never broken
+    assert files_of(complete_store) == before
+    assert not lock_file(complete_store).exists()  # released by its holder
+
+
+def test_a_stale_lock_of_a_dead_build_is_recognised_and_taken_over(
+    synthetic_source: Path, complete_store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    mark_incomplete(complete_store, unfinished=1)
+    pid = dead_pid()
+    write_lock(complete_store, pid, socket.gethostname())
+    build_store(synthetic_source, complete_store, jobs=1, shard_size=4, limit=8, resume=True)
+    assert f"removed the lock of a build that is no longer running (pid {pid} on" in caplog.text
+    assert open_store(complete_store).complete and not lock_file(complete_store).exists()
+
+
+@pytest.mark.parametrize("holder", ["another host", "unreadable"])
+def test_break_lock_removes_a_lock_that_cannot_be_judged_from_here(
+    synthetic_source: Path, tmp_path: Path, holder: str
+) -> None:
+    store = tmp_path / "s.zarr"
+    if holder == "another host":
+        write_lock(store, 1, "node-that-is-not-" + socket.gethostname())
+    else:
+        lock_file(store).write_bytes(b"\x00garbage")
+    refused = run("build", synthetic_source, store, "--limit", "4", "--quiet")
+    assert refused.exit_code == 1 and len(refused.output.splitlines()) == 1
+    assert ("pass --break-lock" if holder == "unreadable" else "locked by another build (pid 1 on node-that") \
+        in refused.output, refused.output
+    assert not store.exists()
+    built = run("build", synthetic_source, store, "--limit", "4", "--quiet", "--break-lock")
+    assert built.exit_code == 0 and built.output.startswith("built "), built.output
+    assert not lock_file(store).exists() and open_store(store).complete
+
+
+# --------------------------------------------------------------------------- --overwrite
+
+
+def test_overwrite_refuses_a_users_own_zarr_group(synthetic_source: Path, tmp_path: Path) -> None:
+    theirs = tmp_path / "experiment.zarr"
+    group = zarr.open_group(theirs, mode="w")
+    group.create_array("weights", shape=(4,), dtype="f4")[:] = np.arange(4)
+    (theirs / "notes.txt").write_text("results of March")
+    before = files_of(theirs)
+    result = run("build", synthetic_source, theirs, "--overwrite", "--limit", "2", "--quiet")
+    assert result.exit_code == 1 and result.output.startswith(f"error: {theirs}: exists and is not a celebamask store")
+    assert files_of(theirs) == before
+
+
+def test_overwrite_refuses_the_source_folder_even_with_a_stray_zarr_json(source_copy: Path) -> None:
+    (source_copy / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}))
+    before = files_of(source_copy)
+    result = run("build", source_copy, source_copy, "--overwrite", "--limit", "2", "--quiet")
+    assert result.exit_code == 1 and "holds the source" in result.output, result.output
+    assert files_of(source_copy) == before
+    inside = run("build", source_copy / "CelebA-HQ-img" / "..", source_copy.parent, "--overwrite", "--quiet")
+    assert inside.exit_code == 1 and "holds the source" in inside.output, inside.output  # a folder containing it
+    assert files_of(source_copy) == before
+
+
+def test_overwrite_refuses_a_symlink_to_the_source_or_to_a_store(
+    source_copy: Path, complete_store: Path, tmp_path: Path
+) -> None:
+    to_source, to_store = tmp_path / "link-to-source.zarr", tmp_path / "link-to-store.zarr"
+    to_source.symlink_to(source_copy)
+    to_store.symlink_to(complete_store)
+    before_source, before_store = files_of(source_copy), files_of(complete_store)
+    result = run("build", source_copy, to_source, "--overwrite", "--limit", "2", "--quiet")
+    assert result.exit_code == 1 and "holds the source" in result.output, result.output
+    result = run("build", source_copy, to_store, "--overwrite", "--limit", "2", "--quiet")
+    assert result.exit_code == 1 and "is a symbolic link" in result.output, result.output
+    assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
+    assert files_of(source_copy) == before_source and files_of(complete_store) == before_store
+    assert to_source.is_symlink() and to_store.is_symlink()
+
+
+# --------------------------------------------------------------------------- --resume
+
+
+def test_resume_rebuilds_a_lost_shard_file_of_a_complete_store(synthetic_source: Path, complete_store: Path,
+                                                               tmp_path: Path) -> None:
+    expected = np.asarray(zarr.open_group(complete_store, mode="r")["label"][4:8])
+    lost = complete_store / "label" / "c" / "1" / "0" / "0"
+    lost.unlink()
+    result = run("build", synthetic_source, complete_store, "--shard-size", "4", "--limit", "8", "--resume", "--quiet")
+    assert result.exit_code == 0 and result.output.startswith("built "), result.output  # not "nothing to do"
+    assert lost.exists()
+    np.testing.assert_array_equal(np.asarray(zarr.open_group(complete_store, mode="r")["label"][4:8]), expected)
+    again = run("build", synthetic_source, complete_store, "--shard-size", "4", "--limit", "8", "--resume", "--quiet")
+    assert again.exit_code == 0 and "already complete" in again.output, again.output
+    assert run("verify", complete_store, "--quiet").exit_code == 0
+
+
+def _replace_jpeg(path: Path) -> None:
+    """Other pixels under the same name (and a size that differs, so any stamp sees it)."""
+    Image.new("RGB", (512, 512), (200, 10, 10)).save(path, format="JPEG", quality=30)
+
+
+def test_resume_refuses_when_a_built_shards_file_changed_and_names_it(source_copy: Path, tmp_path: Path) -> None:
+    store = tmp_path / "s.zarr"
+    build_store(source_copy, store, jobs=1, shard_size=4, limit=8)
+    mark_incomplete(store, unfinished=1)
+    before = files_of(store)
+    _replace_jpeg(source_copy / "CelebA-HQ-img" / "2.jpg")  # row 2: shard 0, recorded as built
+    result = run("build", source_copy, store, "--shard-size", "4", "--limit", "8", "--resume", "--quiet")
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines() == [f"error: {store}: cannot resume: built with different options: "
+                                          "source files changed since the build started: CelebA-HQ-img/2.jpg"]
+    assert files_of(store) == before
+
+
+def test_resume_reads_changed_files_of_unbuilt_shards_afresh(source_copy: Path, tmp_path: Path) -> None:
+    store = tmp_path / "s.zarr"
+    build_store(source_copy, store, jobs=1, shard_size=4, limit=8)
+    mark_incomplete(store, unfinished=1)
+    _replace_jpeg(source_copy / "CelebA-HQ-img" / "5.jpg")  # row 5: shard 1, not built yet
+    result = run("build", source_copy, store, "--shard-size", "4", "--limit", "8", "--resume", "--quiet")
+    assert result.exit_code == 0, result.output
+    fresh = tmp_path / "fresh.zarr"
+    build_store(source_copy, fresh, jobs=1, shard_size=4, limit=8)
+    np.testing.assert_array_equal(np.asarray(zarr.open_group(store, mode="r")["image"][:]),
+                                  np.asarray(zarr.open_group(fresh, mode="r")["image"][:]))
+
+
+@pytest.mark.parametrize(("limit", "named"), [(["--limit", "6"], "--limit 8 vs 6"), ([], "--limit 8 vs None")])
+def test_resume_with_another_limit_names_the_limit(synthetic_source: Path, complete_store: Path,
+                                                   limit: list[str], named: str) -> None:
+    mark_incomplete(complete_store, unfinished=1)
+    result = run("build", synthetic_source, complete_store, "--shard-size", "4", "--resume", "--quiet", *limit)
+    assert result.exit_code == 1 and named in result.output, result.output
+    assert "different files" not in result.output  # the file list differs because of --limit, by design
+    resumed = run("build", synthetic_source, complete_store, "--shard-size", "4", "--limit", "8", "--resume", "--quiet")
+    assert resumed.exit_code == 0 and resumed.output.startswith("built "), resumed.output
+    assert len(open_store(complete_store)) == 8
+
+
+def test_the_lock_is_released_after_a_failed_build(source_copy: Path, tmp_path: Path) -> None:
+    (source_copy / "CelebA-HQ-img" / "1.jpg").write_bytes(b"not a jpeg")
+    store = tmp_path / "s.zarr"
+    with pytest.raises(CelebaMaskError, match="1.jpg"):
+        build_store(source_copy, store, jobs=1, shard_size=4, limit=8)
+    assert not lock_file(store).exists()
