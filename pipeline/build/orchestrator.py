@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -392,20 +393,25 @@ def _run_shards(store: StoreTarget, group: zarr.Group, ref: SourceRef, plan: _Pl
     with _parallel_backend(backend, scheduler, dask_local, store) as cluster_jobs:
         # as many workers as the warm-up started (all shards are pending): joblib reuses them
         parallel = Parallel(n_jobs=cluster_jobs or min(workers, len(pending)), return_as="generator_unordered")
-        for result in parallel(tasks()):
-            if result.error is not None:
-                failure = failure or result.error
-                continue
-            with _writing(store, f"the record of shard {result.shard}"):
-                ensure_same_build(store, build_id)  # never record a shard in a store another build made
-                if result.skipped:
-                    skipped = _merge_skips(skipped, result.skipped)
-                    group.update_attributes({"skipped": skipped})
-                mark_shard_done(group, result.shard)  # after the data, so a crash never records a half shard
-            done += result.samples
-            log.debug("shard %d written (%d of %d samples)", result.shard, done, len(samples))
-            if progress:
-                progress(done, len(samples))
+        with warnings.catch_warnings():
+            # on Ctrl-C joblib warns of the shards it dropped: they are simply not recorded (the CLI
+            # says to --resume)
+            warnings.filterwarnings("ignore", category=UserWarning,
+                                    message=r".*tasks (have been successfully executed|which were still being processed)")
+            for result in parallel(tasks()):
+                if result.error is not None:
+                    failure = failure or result.error
+                    continue
+                with _writing(store, f"the record of shard {result.shard}"):
+                    ensure_same_build(store, build_id)  # never record a shard in a store another build made
+                    if result.skipped:
+                        skipped = _merge_skips(skipped, result.skipped)
+                        group.update_attributes({"skipped": skipped})
+                    mark_shard_done(group, result.shard)  # after the data, so a crash never records a half shard
+                done += result.samples
+                log.debug("shard %d written (%d of %d samples)", result.shard, done, len(samples))
+                if progress:
+                    progress(done, len(samples))
     if failure is not None:
         raise failure
     return shards, pending, skipped

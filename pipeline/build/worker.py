@@ -54,7 +54,19 @@ def _prepare_worker_process() -> None:
     import numcodecs.blosc
 
     numcodecs.blosc.use_threads = False
+    _process_local_blosc_mutex(numcodecs.blosc)
     reuse_freed_memory()
+
+
+def _process_local_blosc_mutex(blosc: Any) -> None:
+    """numcodecs creates its blosc lock lazily as a named semaphore (``multiprocessing.Lock()``,
+    spawn context), registered with a resource tracker: a worker stopped on Ctrl-C (joblib kills
+    it) leaves it behind, reported at exit as "leaked semaphore objects". The lock only guards
+    blosc within this process, so an unnamed one (fork context: unlinked at once, never
+    tracked) does the same job and cannot leak."""
+    if not getattr(blosc, "_MUTEX_IS_INIT", True) and "fork" in multiprocessing.get_all_start_methods():
+        blosc._MUTEX = multiprocessing.get_context("fork").Lock()
+        blosc._MUTEX_IS_INIT = True
 
 
 _worker_prepared = False
