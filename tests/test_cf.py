@@ -180,3 +180,14 @@ def test_a_complete_layout1_store_counts_as_done_and_is_left_alone(synthetic_sou
     with pytest.raises(CelebaMaskError, match="older celebamask.*not whole"):
         build_store(synthetic_source, store, resume=True, jobs=1, limit=4, shard_size=2)
     assert zarr.open_group(store, mode="r").attrs["complete"] is True
+
+
+def test_a_store_of_an_unknown_layout_is_refused_in_one_line(layout1: Path) -> None:
+    """A newer celebamask's store may mean something else by its arrays: never read silently."""
+    group = zarr.open_group(layout1, mode="r+")
+    group.update_attributes({"layout": "celebamask/99"})
+    with pytest.raises(CelebaMaskError, match=r"layout 'celebamask/99'.*upgrade celebamask") as caught:
+        open_store(layout1)
+    assert "\n" not in str(caught.value)
+    result = CliRunner().invoke(main, ["info", str(layout1)])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1

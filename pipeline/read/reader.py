@@ -14,7 +14,7 @@ from celebamask.config import ClassInfo
 from celebamask.errors import CelebaMaskError
 from celebamask.read.masks import MaskQueries
 from celebamask.read.queries import AnnotationQueries
-from celebamask.store.layout import creation_state
+from celebamask.store.layout import LAYOUT, OLDER_LAYOUTS, creation_state
 from celebamask.store.location import as_target
 from celebamask.store.shards import RowReader, read_rows, read_whole
 
@@ -155,6 +155,10 @@ def open_store(
         if group.attrs.get("complete") is False:  # a build killed while it was creating the store
             raise CelebaMaskError(location, "store is incomplete (the build stopped while creating it); build it again")
         raise CelebaMaskError(location, "not a celebamask store: no class table in its attributes")
+    layout = group.attrs.get("layout")
+    if layout is not None and layout not in (LAYOUT, *OLDER_LAYOUTS):  # arrays may mean something else
+        raise CelebaMaskError(location, f"store has layout {layout!r}, which this celebamask does not know (it reads "
+                                        f"{', '.join((*OLDER_LAYOUTS, LAYOUT))}); upgrade celebamask to read it")
     if group.attrs.get("complete") is not True and not allow_incomplete:
         raise CelebaMaskError(
             location, "store is incomplete (the build did not finish); pass allow_incomplete=True to read it anyway"
