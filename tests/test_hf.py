@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 import zarr
 
-datasets = pytest.importorskip("datasets", reason="datasets is not installed (the hf extra)")
+from tests.optional import optional
+
+datasets = optional("datasets", "the hf extra")
 
 from celebamask import open_store  # noqa: E402
 from tests.annotation_like import ATTRIBUTE_NAMES, SPLIT_NAMES, copy_with_annotation_like_arrays  # noqa: E402

@@ -11,9 +11,10 @@ from celebamask import open_store
 from celebamask.errors import CelebaMaskError
 from tests.annotation_like import copy_with_annotation_like_arrays
 from tests.conftest import SOURCE_COUNT
+from tests.optional import optional
 from tests.reference import CONVENTIONS
 
-torch = pytest.importorskip("torch", reason="torch is not installed (make venv installs the CPU wheel)")
+torch = optional("torch", "make venv installs it")
 from torch.utils.data import DataLoader  # noqa: E402
 
 from celebamask.torch import CelebAMaskDataset  # noqa: E402

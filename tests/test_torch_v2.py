@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import zarr
 
-pytest.importorskip("torch", reason="torch is not installed (make venv installs it)")
-pytest.importorskip("torchvision", reason="torchvision is not installed (make venv installs it)")
+from tests.optional import optional
+
+optional("torch", "make venv installs it")
+optional("torchvision", "make venv installs it; pick a pair with TEST_TORCH")
 import torch  # noqa: E402
 from torchvision import tv_tensors  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
