@@ -17,7 +17,6 @@ import pytest
 from PIL import Image
 
 import celebamask.build.merge as merge
-import celebamask.build.resize as resize
 from celebamask.build.merge import decode_mask, decode_mask_rows, decode_png_pixels
 from celebamask.build.resize import decode_image, decode_jpeg_reduced
 from celebamask.errors import CelebaMaskError
@@ -221,13 +220,6 @@ def test_simplejpeg_and_pillow_draft_give_the_same_pixels(synthetic_source: Path
         reduced = decode_jpeg_reduced(data, 512)
         assert reduced is not None and reduced.shape == (512, 512, 3)
         np.testing.assert_array_equal(reduced, _pillow_draft(data, 512))
-
-
-def test_without_simplejpeg_pillow_decodes_the_same(monkeypatch: pytest.MonkeyPatch, synthetic_source: Path) -> None:
-    data = (synthetic_source / "CelebA-HQ-img" / "3.jpg").read_bytes()
-    fast = decode_image(data, "3.jpg", 512)
-    monkeypatch.setattr(resize, "simplejpeg", None)
-    np.testing.assert_array_equal(decode_image(data, "3.jpg", 512), fast)
 
 
 @pytest.mark.parametrize("optimized", [False, True])

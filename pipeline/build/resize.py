@@ -9,8 +9,11 @@ a third faster (no file-object layer). It decodes strictly: every libjpeg warnin
 missing data, a bad scan header, ...) is an error naming the file, where Pillow would ignore
 it and return grey or garbage. Before any decode the frame header is read here
 (:func:`jpeg_frame`): only 8-bit baseline, extended and progressive Huffman JPEGs go on,
-since libjpeg-turbo's scaled decode of a lossless (SOF3) JPEG crashes the process. Pillow
-decodes only 4-channel (CMYK/YCCK) JPEGs, after simplejpeg has decoded them strictly to check them.
+since libjpeg-turbo's scaled decode of a lossless (SOF3) JPEG crashes the process, and a frame
+of more pixels than Pillow's decompression-bomb limit is refused before anything is allocated.
+Pillow decodes only 4-channel (CMYK/YCCK) JPEGs, after simplejpeg has decoded them strictly to
+check them. Without simplejpeg nothing is decoded: Pillow cannot be told to treat libjpeg's
+warnings as errors, so its pixels could be a damaged file's grey or garbage.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ def decode_image(data: bytes, path: str, size: int) -> np.ndarray:
         raise CelebaMaskError(path, f"image is {frame.width}x{frame.height}, not square")
     if frame.width < size:
         raise CelebaMaskError(path, f"image is {frame.width}x{frame.height}, smaller than the store's {size}x{size}")
+    if Image.MAX_IMAGE_PIXELS and frame.width * frame.height > Image.MAX_IMAGE_PIXELS:
+        raise CelebaMaskError(path, f"image is {frame.width}x{frame.height}, more than Pillow's decompression-bomb "
+                                    f"limit of {Image.MAX_IMAGE_PIXELS} pixels")
     reduced = decode_jpeg_reduced(data, size, path, frame)
     if reduced is None:
         return _decode_image_with_pillow(data, path, size)
@@ -105,15 +111,16 @@ def _checked_frame(marker: int, body: bytes, path: str) -> JpegFrame:
 
 def decode_jpeg_reduced(data: bytes, size: int, path: str = "JPEG data", frame: JpegFrame | None = None) -> np.ndarray | None:
     """The square JPEG decoded by libjpeg-turbo at the smallest scale n/8 still ≥ ``size`` (for
-    1024 → 512 what Pillow's ``draft`` gives); None if simplejpeg is missing or the JPEG has
-    4 components (Pillow converts those; they are decoded here only to check them).
+    1024 → 512 what Pillow's ``draft`` gives); None if the JPEG has 4 components (Pillow converts
+    those; they are decoded here only to check them). Without simplejpeg, raise naming ``path``.
 
     Any libjpeg warning raises naming ``path``: libjpeg fills missing or damaged data with grey,
     or decodes a damaged scan header into garbage, and only warns.
     """
     frame = frame or jpeg_frame(data, path)
     if simplejpeg is None:
-        return None
+        raise CelebaMaskError(path, "cannot decode JPEG strictly: the simplejpeg package is missing "
+                                    "(pip install simplejpeg; Pillow would ignore libjpeg's warnings of damage)")
     colorspace = "CMYK" if frame.components == 4 else "RGB"
     try:
         pixels = simplejpeg.decode_jpeg(data, colorspace=colorspace, min_height=size, min_width=size, strict=True)
@@ -124,8 +131,8 @@ def decode_jpeg_reduced(data: bytes, size: int, path: str = "JPEG data", frame: 
 
 
 def _decode_image_with_pillow(data: bytes, path: str, size: int) -> np.ndarray:
-    """Pillow's ``draft`` decode: 4-component JPEGs (its CMYK to RGB conversion), and every JPEG
-    where simplejpeg is missing."""
+    """Pillow's ``draft`` decode of a 4-component JPEG (its CMYK to RGB conversion) that simplejpeg
+    has already decoded strictly."""
     try:
         with Image.open(io.BytesIO(data), formats=["JPEG"]) as image:
             image.draft("RGB", (size, size))

@@ -137,6 +137,11 @@ class DirectoryFiles(SourceFiles):
         return names
 
 
+# Zip compression methods by number (APPNOTE 4.4.5), for naming one Python's zipfile cannot read.
+_ZIP_METHODS = {9: "Deflate64", 10: "PKWARE implode", 12: "bzip2", 14: "LZMA", 93: "Zstandard", 95: "xz",
+                96: "JPEG variant", 97: "WavPack", 98: "PPMd", 99: "AES-encrypted"}
+
+
 class ZipFiles(SourceFiles):
     """Reads members in place; the archive's central directory is the one scan."""
 
@@ -155,13 +160,19 @@ class ZipFiles(SourceFiles):
         return f"{self.ref.location}:{self.member(rel)}"
 
     def read(self, rel: str) -> bytes:
+        info = self.members.get(self.member(rel))
+        if info is not None and info.flag_bits & 0x1:
+            raise CelebaMaskError(self.display(rel), "cannot read from archive: the member is encrypted "
+                                                     "(password-protected); unpack the zip with its password")
         try:
             return self.archive.read(self.member(rel))
-        # encrypted (RuntimeError), Deflate64 or another method zipfile lacks (NotImplementedError),
-        # damaged (zlib.error, BadZipFile, EOFError, ...): every one names the member
+        # Deflate64 or another method zipfile lacks (NotImplementedError), damaged (zlib.error,
+        # BadZipFile, EOFError, ...): every one names the member
         except Exception as exc:  # noqa: BLE001
-            method = self.members.get(self.member(rel))
-            detail = f" (compression method {method.compress_type})" if isinstance(exc, NotImplementedError) and method else ""
+            detail = ""
+            if isinstance(exc, NotImplementedError) and info is not None:
+                method = _ZIP_METHODS.get(info.compress_type, "unknown")
+                detail = f" (compression method {info.compress_type}, {method}: unpack the zip with another tool)"
             raise CelebaMaskError(self.display(rel), f"cannot read from archive: {exc}{detail}") from exc
 
     def exists(self, rel: str) -> bool:

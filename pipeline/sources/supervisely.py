@@ -20,7 +20,7 @@ import zlib
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from celebamask.config import MASK_SIZE
 from celebamask.dataset import ATTRIBUTE_FILE, MASK_CLASS_NAMES
@@ -158,6 +158,7 @@ def decode_bitmap(data: str, where: str) -> np.ndarray:
         png = zlib.decompress(raw)
     except zlib.error:
         png = raw  # plain base64 PNG
+    _check_bitmap_png(png, where)
     try:
         with Image.open(io.BytesIO(png)) as image:
             image.load()
@@ -167,8 +168,24 @@ def decode_bitmap(data: str, where: str) -> np.ndarray:
             if image.mode == "P":
                 return np.asarray(image) != 0
             return np.asarray(image.convert("L")) != 0
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever Pillow raises, it is this bitmap's problem
         raise CelebaMaskError(where, f"bitmap does not decode as a PNG: {exc}") from exc
+
+
+def _check_bitmap_png(png: bytes, where: str) -> None:
+    """The build's strict PNG checks (chunk CRCs and order, an intact zlib stream holding exactly
+    the rows) before Pillow, which stops reading once it has its rows; a bitmap larger than the
+    image is refused before its rows are inflated (a decompression bomb)."""
+    from celebamask.build.merge import inflate_png, read_png  # merge imports no source module: no cycle
+
+    try:
+        checked = read_png(png, where)
+        if checked.width > CANVAS or checked.height > CANVAS:
+            raise CelebaMaskError(where, f"bitmap is {checked.width}x{checked.height}, larger than the "
+                                         f"{CANVAS}x{CANVAS} image")
+        inflate_png(checked, where)
+    except CelebaMaskError as exc:
+        raise CelebaMaskError(where, f"bitmap does not decode as a PNG: {exc.problem}") from exc
 
 
 def class_masks(document: dict[str, Any], where: str) -> dict[str, np.ndarray]:
