@@ -24,8 +24,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from celebamask.build.sniff import what_it_is
 from celebamask.errors import CelebaMaskError
+from celebamask.sources.sniff import what_it_is
 
 try:
     import simplejpeg

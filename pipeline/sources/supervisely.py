@@ -176,7 +176,7 @@ def _check_bitmap_png(png: bytes, where: str) -> None:
     """The build's strict PNG checks (chunk CRCs and order, an intact zlib stream holding exactly
     the rows) before Pillow, which stops reading once it has its rows; a bitmap larger than the
     image is refused before its rows are inflated (a decompression bomb)."""
-    from celebamask.build.merge import inflate_png, read_png  # merge imports no source module: no cycle
+    from celebamask.sources.png import inflate_png, read_png
 
     try:
         checked = read_png(png, where)
