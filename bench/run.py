@@ -41,6 +41,7 @@ TARGETS = {
     "peak_rss_per_worker_mib": ("<", 1024.0),
     "jobs2_over_jobs1": ("≥", 1.8),
     "score_maps_per_s": ("≥", 50.0),
+    "score_maps_per_s_idle_cores": ("≥", 50.0),
     "score_quantus_over_ours": ("≥", 50.0),
 }
 
@@ -311,6 +312,8 @@ def _target_value(results: dict[str, Any], name: str) -> float:
         return results["peak_rss_per_worker_mib"]
     if name == "score_maps_per_s":
         return results["scoring"]["maps_per_second"]
+    if name == "score_maps_per_s_idle_cores":
+        return results["scoring"]["maps_per_second_of_idle_cores"]
     if name == "score_quantus_over_ours":
         return results["scoring"].get("quantus_over_ours", float("nan"))
     return results["ratios"][name]
