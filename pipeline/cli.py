@@ -531,12 +531,20 @@ def _report_summary(scores: Any, opened: Any, splits: tuple[str, ...], exclude_f
 @click.option("--reduce", type=click.Choice(["sum", "abs-sum"]), default="sum", show_default=True,
               help="How (N, C, H, W) maps lose their channels.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes  [default: all cores]")
+@click.option("--backend", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="local: joblib worker processes on this machine. dask: the same batches on a "
+                   "dask.distributed cluster, e.g. beside maps in object storage (needs the [dask] extra).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="The dask scheduler to run on, e.g. tcp://10.0.0.5:8786 (implies --backend dask).")
+@click.option("--dask-local", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Start a dask LocalCluster of N worker processes (implies --backend dask).")
 @_summary_options
 @STORAGE_OPTION
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def score(store: str, maps: str, out: Path | None, metrics: str | None, regions: str, region_source: str,
-          tolerance: float, k: int, reduce: str, batch_size: int, jobs: int, splits: tuple[str, ...],
+          tolerance: float, k: int, reduce: str, batch_size: int, jobs: int | None, backend: str,
+          scheduler: str | None, dask_local: int | None, splits: tuple[str, ...],
           exclude_flagged: bool, by_attribute: str | None, resamples: int, seed: int, summary_out: Path | None,
           plot: Path | None, storage_option: tuple[str, ...], quiet: bool) -> None:
     """Score attribution MAPS (.npy or Zarr, (N,H,W) or (N,C,H,W), row i ↔ store row i, or
@@ -544,6 +552,7 @@ def score(store: str, maps: str, out: Path | None, metrics: str | None, regions:
     metric the mean, a bootstrap interval, the counts and the chance baseline.
 
     Ties count in expectation (exactly); empty regions are NaN, never a hit."""
+    from celebamask.build.orchestrator import available_cores
     from celebamask.score import METRICS, score_maps
 
     chosen = tuple(m.strip() for m in metrics.split(",")) if metrics else METRICS
@@ -557,7 +566,9 @@ def score(store: str, maps: str, out: Path | None, metrics: str | None, regions:
     rows, left_out = _chosen_rows(opened, splits, exclude_flagged)
     result = score_maps(opened, maps, regions=regions, region_source=region_source, metrics=chosen,
                         tolerance=tolerance, k=k, reduce=reduce, rows=rows,
-                        batch_size=batch_size, jobs=jobs, storage_options=options, progress=progress)
+                        batch_size=batch_size, jobs=jobs or available_cores(), storage_options=options,
+                        backend="dask" if dask_local or scheduler else backend, scheduler=scheduler,
+                        dask_local=dask_local, progress=progress)
     progress.close()
     if out is not None:
         result.write(out)
