@@ -8,6 +8,7 @@ import os
 import shlex
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,28 @@ STORAGE_OPTION = click.option(
     "--storage-option", multiple=True, metavar="KEY=VALUE",
     help="fsspec option for a URL store, repeatable (e.g. endpoint_url=http://127.0.0.1:9000, anon=true).",
 )
+
+
+def _dask_options(what: str) -> Callable[[Any], Any]:
+    """--backend, --scheduler and --dask-local, as ``build`` and ``score`` both take them."""
+    def decorate(command: Any) -> Any:
+        for option in reversed([
+            click.option("--backend", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+                         help=f"local: joblib worker processes on this machine. dask: {what} on a "
+                              "dask.distributed cluster (needs the [dask] extra)."),
+            click.option("--scheduler", default=None, metavar="ADDRESS",
+                         help="The dask scheduler to run on, e.g. tcp://10.0.0.5:8786 (implies --backend dask)."),
+            click.option("--dask-local", type=click.IntRange(min=1), default=None, metavar="N",
+                         help="Start a dask LocalCluster of N worker processes (implies --backend dask)."),
+        ]):
+            command = option(command)
+        return command
+    return decorate
+
+
+def _chosen_backend(backend: str, scheduler: str | None, dask_local: int | None) -> str:
+    """A scheduler address or a local cluster size means dask, whatever --backend said."""
+    return "dask" if dask_local or scheduler else backend
 
 
 # Options of the group that may also be written after the subcommand (`celebamask build … -v`).
@@ -136,13 +159,7 @@ def _check_image_codec(ctx: click.Context, param: click.Parameter, value: str) -
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
               help="fail: stop at the first bad sample (the store stays resumable). skip: mark its row "
                    "invalid, record it in attrs 'skipped', and go on.")
-@click.option("--backend", type=click.Choice(["local", "dask"]), default="local", show_default=True,
-              help="local: joblib worker processes on this machine. dask: the same shard tasks on a "
-                   "dask.distributed cluster (needs the [dask] extra).")
-@click.option("--scheduler", default=None, metavar="ADDRESS",
-              help="The dask scheduler to run on, e.g. tcp://10.0.0.5:8786 (implies --backend dask).")
-@click.option("--dask-local", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Start a dask LocalCluster of N worker processes (implies --backend dask).")
+@_dask_options("the same shard tasks")
 @click.option("--break-lock", is_flag=True,
               help="Remove a stale lock first (left by a build that died; see README 'When things go wrong').")
 @STORAGE_OPTION
@@ -172,7 +189,7 @@ def build(source: Path, store: str, config: str, jobs: int | None, limit: int | 
                              shard_size=shard_size, overwrite=overwrite, resume=resume,
                              on_error=on_error, progress=progress,  # type: ignore[arg-type]
                              storage_options=parse_storage_options(storage_option),
-                             backend="dask" if dask_local or scheduler else backend,  # type: ignore[arg-type]
+                             backend=_chosen_backend(backend, scheduler, dask_local),  # type: ignore[arg-type]
                              scheduler=scheduler, dask_local=dask_local, image_codec=image_codec,
                              break_lock=break_lock, masks=not no_masks)
     except KeyboardInterrupt:
@@ -532,13 +549,7 @@ def _report_summary(scores: Any, opened: Any, splits: tuple[str, ...], exclude_f
               help="How (N, C, H, W) maps lose their channels.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes  [default: all cores]")
-@click.option("--backend", type=click.Choice(["local", "dask"]), default="local", show_default=True,
-              help="local: joblib worker processes on this machine. dask: the same batches on a "
-                   "dask.distributed cluster, e.g. beside maps in object storage (needs the [dask] extra).")
-@click.option("--scheduler", default=None, metavar="ADDRESS",
-              help="The dask scheduler to run on, e.g. tcp://10.0.0.5:8786 (implies --backend dask).")
-@click.option("--dask-local", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Start a dask LocalCluster of N worker processes (implies --backend dask).")
+@_dask_options("the same batches, e.g. beside maps in object storage,")
 @_summary_options
 @STORAGE_OPTION
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -567,7 +578,7 @@ def score(store: str, maps: str, out: Path | None, metrics: str | None, regions:
     result = score_maps(opened, maps, regions=regions, region_source=region_source, metrics=chosen,
                         tolerance=tolerance, k=k, reduce=reduce, rows=rows,
                         batch_size=batch_size, jobs=jobs or available_cores(), storage_options=options,
-                        backend="dask" if dask_local or scheduler else backend, scheduler=scheduler,
+                        backend=_chosen_backend(backend, scheduler, dask_local), scheduler=scheduler,
                         dask_local=dask_local, progress=progress)
     progress.close()
     if out is not None:
