@@ -133,15 +133,13 @@ class RowReader:
         if not self.must_exist or stop <= start:
             return
         array = self.array
-        grid = tuple(array.metadata.chunk_grid.chunk_shape)  # the shard shape when sharded
-        first, last = start // grid[0], (stop - 1) // grid[0]
-        others = [range(math.ceil(n / c)) for n, c in zip(array.shape[1:], grid[1:])]
-        for outer in range(first, last + 1):
+        outer_size = array.metadata.chunk_grid.chunk_shape[0]  # the shard's rows when sharded
+        others = _grid_ranges(array)[1:]
+        for outer in range(start // outer_size, (stop - 1) // outer_size + 1):
             if outer in self._present:
                 continue
             for rest in itertools.product(*others):
-                key = array.metadata.encode_chunk_key((outer, *rest))
-                key = f"{array.path}/{key}" if array.path else key
+                key = _store_key(array, array.metadata.encode_chunk_key((outer, *rest)))
                 if not _exists_now(array.store, key):
                     raise CelebaMaskError(_object_name(array, key), f"array {array.path!r}: stored object is "
                                           "missing from a complete store (lost or deleted); rebuild it with --resume")
@@ -177,31 +175,48 @@ def read_whole(array: zarr.Array, must_exist: bool) -> np.ndarray:
     since zarr reads a missing one as fill values (sample ids of 0, no attributes)."""
     data = np.asarray(array[...])
     if must_exist and array.shape:
-        grid = tuple(array.metadata.chunk_grid.chunk_shape)
-        expected = [array.metadata.encode_chunk_key(coords)
-                    for coords in itertools.product(*(range(math.ceil(n / c)) for n, c in zip(array.shape, grid)))]
-        prefix = f"{array.path}/" if array.path else ""
-        fs = getattr(array.store, "fs", None)
-        if fs is not None:
-            fs.invalidate_cache(f"{str(getattr(array.store, 'path', '')).rstrip('/')}/{prefix}")
+        expected = [_store_key(array, array.metadata.encode_chunk_key(coords))
+                    for coords in itertools.product(*_grid_ranges(array))]
+        prefix = _store_key(array, "")
+        _forget_listing(array.store, prefix)
 
         async def listed() -> set[str]:
             return {key async for key in array.store.list_prefix(prefix)}
 
         present = sync(listed())
-        lost = [key for key in expected if prefix + key not in present]
+        lost = [key for key in expected if key not in present]
         if lost:
-            raise CelebaMaskError(_object_name(array, prefix + lost[0]),
+            raise CelebaMaskError(_object_name(array, lost[0]),
                                   f"array {array.path!r}: {len(lost)} of {len(expected)} chunk objects are missing "
                                   "from a complete store (lost or deleted); rebuild it with --resume")
     return data
 
 
-def _exists_now(store: zarr.abc.store.Store, key: str) -> bool:
-    """Asked of the store itself: fsspec may answer from a folder listing made before the loss."""
+def _grid_ranges(array: zarr.Array) -> list[range]:
+    """Every coordinate of the array's stored objects (shards when sharded, else chunks), per dimension."""
+    grid = array.metadata.chunk_grid.chunk_shape
+    return [range(math.ceil(n / c)) for n, c in zip(array.shape, grid)]
+
+
+def _store_key(array: zarr.Array, key: str) -> str:
+    """A chunk key of ``array`` as a key of its store."""
+    return f"{array.path}/{key}" if array.path else key
+
+
+def _fs_path(store: zarr.abc.store.Store, key: str) -> str:
+    """The fsspec path of a store key (only for stores with an ``fs``)."""
+    return f"{str(getattr(store, 'path', '')).rstrip('/')}/{key}"
+
+
+def _forget_listing(store: zarr.abc.store.Store, key: str) -> None:
+    """fsspec may answer from a folder listing made before the loss: ask the store itself."""
     fs = getattr(store, "fs", None)
     if fs is not None:
-        fs.invalidate_cache(f"{str(getattr(store, 'path', '')).rstrip('/')}/{key}")
+        fs.invalidate_cache(_fs_path(store, key))
+
+
+def _exists_now(store: zarr.abc.store.Store, key: str) -> bool:
+    _forget_listing(store, key)
     return bool(sync(store.exists(key)))
 
 
@@ -209,7 +224,7 @@ def _object_name(array: zarr.Array, key: str) -> str:
     """A stored object as the user knows it: a file path, or the store URL and key."""
     fs = getattr(array.store, "fs", None)
     if fs is not None:
-        return str(fs.unstrip_protocol(f"{str(getattr(array.store, 'path', '')).rstrip('/')}/{key}"))
+        return str(fs.unstrip_protocol(_fs_path(array.store, key)))
     return f"{str(array.store).removeprefix('file://').rstrip('/')}/{key}"
 
 
