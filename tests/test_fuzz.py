@@ -26,6 +26,7 @@ from collections.abc import Callable
 import imagecodecs
 import numpy as np
 import pytest
+import simplejpeg
 from PIL import Image
 
 from celebamask.build.merge import decode_mask
@@ -274,10 +275,6 @@ def _read_ppm(out: bytes) -> np.ndarray:
 
 
 LAST_JPEG_COMPLAINT: list[str] = []  # what djpeg said of the last file it rejected
-# libjpeg-turbo's fast Huffman path (used whenever the whole file is in memory, as simplejpeg and
-# TurboJPEG have it) decodes an invalid code as 0 without a warning; djpeg, reading stdin in small
-# buffers, takes the slow path, which warns. Known escape, pinned below as an xfail.
-KNOWN_ESCAPE = "Corrupt JPEG data: bad Huffman code"
 
 
 def jpeg_oracle(data: bytes, size: int) -> np.ndarray | None:
@@ -329,8 +326,6 @@ def fuzz(corpus: list[tuple[str, bytes, int]], mutations: list, decode: Callable
         except Exception as exc:  # noqa: BLE001 - exactly what must not happen
             escapes.append(f"{where}: {type(exc).__name__} escaped: {exc}")
             continue
-        if expected is None and LAST_JPEG_COMPLAINT == [KNOWN_ESCAPE] and oracle is jpeg_oracle:
-            continue  # pinned by test_a_bad_huffman_code_is_an_error (xfail)
         if expected is None:
             escapes.append(f"{where}: the oracle rejects it, we decoded it {LAST_JPEG_COMPLAINT}")
         elif got.shape != expected.shape or not np.array_equal(got, expected):
@@ -363,7 +358,8 @@ def test_mutated_jpegs_are_strict_libjpegs_pixels_or_an_error_naming_the_file() 
 
 def _bad_huffman_code() -> tuple[bytes, bytes]:
     """The original and a one-bit mutant (CELEBAMASK_FUZZ_SEED=0 mutant 70) that djpeg -strict
-    rejects for a bad Huffman code."""
+    rejects for a bad Huffman code, and that libjpeg-turbo's fast Huffman path (the whole file in
+    memory) decoded to garbage without a warning until the build forced its careful path."""
     _, original, _ = jpeg_corpus()[2]
     rng = np.random.default_rng([0, 70])
     rng.integers(6), rng.integers(len(JPEG_MUTATIONS))  # the draws fuzz() makes first
@@ -371,10 +367,11 @@ def _bad_huffman_code() -> tuple[bytes, bytes]:
 
 
 @pytest.mark.skipif(shutil.which("djpeg") is None, reason="needs libjpeg-turbo's djpeg (the strict JPEG oracle)")
-@pytest.mark.xfail(strict=True, reason="libjpeg-turbo's in-memory fast Huffman path does not warn of a bad code (issue 17)")
 def test_a_bad_huffman_code_is_an_error() -> None:
     original, damaged = _bad_huffman_code()
-    assert jpeg_oracle(damaged, 512) is None and LAST_JPEG_COMPLAINT == [KNOWN_ESCAPE]
-    assert np.count_nonzero(jpeg_oracle(original, 512) != decode_image(damaged, "x.jpg", 512)) > 1000  # garbage
-    with pytest.raises(CelebaMaskError, match="x.jpg"):
+    assert jpeg_oracle(damaged, 512) is None and LAST_JPEG_COMPLAINT == ["Corrupt JPEG data: bad Huffman code"]
+    garbage = simplejpeg.decode_jpeg(damaged, min_height=512, min_width=512, strict=True)  # the fast path: no word
+    assert np.count_nonzero(jpeg_oracle(original, 512) != garbage) > 1000
+    with pytest.raises(CelebaMaskError, match="^x.jpg: cannot decode JPEG: .*bad Huffman code"):
         decode_image(damaged, "x.jpg", 512)
+    np.testing.assert_array_equal(decode_image(original, "x.jpg", 512), jpeg_oracle(original, 512))

@@ -11,6 +11,13 @@ it and return grey or garbage. Before any decode the frame header is read here
 (:func:`jpeg_frame`): only 8-bit baseline, extended and progressive Huffman JPEGs go on,
 since libjpeg-turbo's scaled decode of a lossless (SOF3) JPEG crashes the process, and a frame
 of more pixels than Pillow's decompression-bomb limit is refused before anything is allocated.
+libjpeg-turbo's fast Huffman path, taken whenever the whole file is in memory, decodes an
+invalid Huffman code as 0 without a warning; its careful path warns. A restart interval turns the
+fast path off, so a sequential JPEG without one is given a DRI segment of 65535 MCUs
+(:func:`_with_huffman_codes_checked`): no restart marker is then due inside an image of up to
+65535 8×8 blocks (2040², where CelebA-HQ's 1024² has 16384), the pixels are the same, and a bad
+code is an error. Progressive scans always take the careful path; a larger sequential JPEG keeps
+the fast one (a bad code in it could go unnoticed).
 Pillow decodes only 4-channel (CMYK/YCCK) JPEGs, after simplejpeg has decoded them strictly to
 check them. Without simplejpeg nothing is decoded: Pillow cannot be told to treat libjpeg's
 warnings as errors, so its pixels could be a damaged file's grey or garbage.
@@ -19,6 +26,7 @@ warnings as errors, so its pixels could be a damaged file's grey or garbage.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -57,6 +65,8 @@ class JpegFrame(NamedTuple):
     height: int
     width: int
     components: int
+    first_scan: int = -1  # byte offset of the first SOS marker; -1 if the markers end before one
+    restart_interval: int = 0  # the last DRI's interval before the first scan (0: none)
 
 
 _SUPPORTED_FRAMES = (0xC0, 0xC1, 0xC2)  # Huffman-coded sequential and progressive DCT
@@ -70,29 +80,73 @@ _STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length
 
 def jpeg_frame(data: bytes, path: str) -> JpegFrame:
     """The JPEG's frame header (SOFn), read from its markers, if it is one this build decodes:
-    raise naming ``path`` for anything else (not a JPEG, lossless, 12-bit, arithmetic-coded, ...)."""
+    raise naming ``path`` for anything else (not a JPEG, lossless, 12-bit, arithmetic-coded, ...).
+    Also where the first scan starts and the restart interval it will have."""
     if not data:
         raise CelebaMaskError(path, "empty file (0 bytes)")
     if not data.startswith(b"\xff\xd8"):
         raise CelebaMaskError(path, f"not a JPEG ({what_it_is(data)})")
+    frame, restart_interval = None, 0
+    for marker, position, body in _marker_segments(data):
+        if marker is None or marker in (0xD8, 0xD9) or (marker == 0xDA and frame is None):
+            if frame is not None:
+                break  # damage after the frame header: libjpeg will name it
+            if marker is None:
+                raise CelebaMaskError(path, body.decode())
+            raise CelebaMaskError(path, f"cannot decode JPEG: marker 0x{marker:02X} before its frame header")
+        if marker == 0xDA:
+            return frame._replace(first_scan=position, restart_interval=restart_interval)
+        if marker == 0xDD and len(body) >= 2:
+            restart_interval = int.from_bytes(body[:2], "big")
+        if frame is None and 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            frame = _checked_frame(marker, body, path)
+    return frame._replace(restart_interval=restart_interval)
+
+
+def _marker_segments(data: bytes) -> Iterator[tuple[int | None, int, bytes]]:
+    """(marker, its byte offset, its body) of each marker segment after SOI, up to the first SOS;
+    (None, offset, what is wrong) where the markers stop making sense."""
     position = 2
     while True:
-        while position < len(data) and data[position] == 0xFF and position + 1 < len(data) and data[position + 1] == 0xFF:
+        while position + 1 < len(data) and data[position] == 0xFF and data[position + 1] == 0xFF:
             position += 1  # fill bytes before a marker
         if position + 4 > len(data):
-            raise CelebaMaskError(path, "cannot decode JPEG: file ends before its frame header (truncated)")
+            yield None, position, b"cannot decode JPEG: file ends before its frame header (truncated)"
+            return
         if data[position] != 0xFF:
-            raise CelebaMaskError(path, f"cannot decode JPEG: no marker at byte {position} before its frame header")
+            yield None, position, f"cannot decode JPEG: no marker at byte {position} before its frame header".encode()
+            return
         marker = data[position + 1]
         if marker in _STANDALONE_MARKERS:
             position += 2
             continue
         length = int.from_bytes(data[position + 2 : position + 4], "big")
-        if marker in (0xD8, 0xD9, 0xDA) or length < 2:
-            raise CelebaMaskError(path, f"cannot decode JPEG: marker 0x{marker:02X} before its frame header")
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return _checked_frame(marker, data[position + 4 : position + 2 + length], path)
+        if length < 2:
+            yield None, position, f"cannot decode JPEG: marker 0x{marker:02X} before its frame header".encode()
+            return
+        yield marker, position, data[position + 4 : position + 2 + length]
+        if marker == 0xDA:
+            return
         position += 2 + length
+
+
+_NO_RESTART_DUE = 0xFFFF  # the largest restart interval DRI can carry
+_RESTART_INTERVAL_SEGMENT = b"\xff\xdd\x00\x04" + _NO_RESTART_DUE.to_bytes(2, "big")
+
+
+def _with_huffman_codes_checked(data: bytes, frame: JpegFrame) -> bytes:
+    """``data`` with a restart interval longer than the image, so that libjpeg-turbo decodes every
+    Huffman code on its careful path, which warns of a bad one (the fast path decodes it as 0).
+
+    Only for a sequential JPEG without a restart interval, whose every scan has fewer MCUs than
+    the interval (at most one per 8×8 block), so that no restart marker is ever expected: the
+    DC predictions are never reset and the pixels are exactly those of ``data``.
+    """
+    if frame.marker == 0xC2 or frame.restart_interval or frame.first_scan < 0:
+        return data
+    if -(-frame.width // 8) * -(-frame.height // 8) > _NO_RESTART_DUE:
+        return data
+    return data[: frame.first_scan] + _RESTART_INTERVAL_SEGMENT + data[frame.first_scan :]
 
 
 def _checked_frame(marker: int, body: bytes, path: str) -> JpegFrame:
@@ -123,7 +177,7 @@ def decode_jpeg_reduced(data: bytes, size: int, path: str = "JPEG data", frame: 
                                     "(pip install simplejpeg; Pillow would ignore libjpeg's warnings of damage)")
     colorspace = "CMYK" if frame.components == 4 else "RGB"
     try:
-        pixels = simplejpeg.decode_jpeg(data, colorspace=colorspace, min_height=size, min_width=size, strict=True)
+        pixels = simplejpeg.decode_jpeg(_with_huffman_codes_checked(data, frame), colorspace=colorspace, min_height=size, min_width=size, strict=True)
     except Exception as exc:  # noqa: BLE001 - simplejpeg raises ValueError for libjpeg's errors and warnings alike
         what = "truncated" if "Premature end" in str(exc) else "damaged or unsupported"
         raise CelebaMaskError(path, f"cannot decode JPEG: {what} ({exc})") from exc
