@@ -99,6 +99,10 @@ def _walk_scan(bits: str, blocks: list[tuple[dict[str, int], dict[str, int]]], m
     return None
 
 
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def huffman_verdict(data: bytes, first_scan: list | None = None) -> str | None:
     """None if every scan of this sequential JPEG (no restart interval) decodes with codes its tables
     define and without running out of data; else what is wrong. ``first_scan`` is given the first
@@ -127,10 +131,10 @@ def huffman_verdict(data: bytes, first_scan: list | None = None) -> str | None:
             h_max, v_max = max(h for h, _ in sampling.values()), max(v for _, v in sampling.values())
             if len(scan) == 1:
                 h, v = sampling[scan[0][0]]
-                mcus = -(-(-(-width * h // h_max)) // 8) * -(-(-(-height * v // v_max)) // 8)
+                mcus = _ceil(_ceil(width * h, h_max), 8) * _ceil(_ceil(height * v, v_max), 8)  # one block each
                 repeats = [1]
             else:
-                mcus = -(-width // (8 * h_max)) * -(-height // (8 * v_max))
+                mcus = _ceil(width, 8 * h_max) * _ceil(height, 8 * v_max)
                 repeats = [sampling[c][0] * sampling[c][1] for c, _ in scan]
             blocks = []
             for (component, selectors), count in zip(scan, repeats):

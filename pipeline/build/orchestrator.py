@@ -37,7 +37,7 @@ from celebamask.build.fingerprint import (
     write_source_stamps,
 )
 from celebamask.build.flags import known_issue_flags, write_flags
-from celebamask.build.worker import ROW_ARRAYS, OnError, build_shard, worker_ready
+from celebamask.build.worker import ROW_ARRAYS, OnError, ShardResult, build_shard, worker_ready
 from celebamask.config import ClassConfig, load_config
 from celebamask.errors import CelebaMaskError
 from celebamask.sources.annotations import BadLines, load_annotations
@@ -188,7 +188,8 @@ def _build_store(
     jobs = available_cores() if jobs is None or jobs < 1 else jobs
     run = _Run(class_config, shard_size, limit, on_error, parse_image_codec(image_codec).spec, bool(masks),
                {"jobs": jobs, "on_error": on_error, "backend": backend}
-               | ({"scheduler": scheduler, "dask_local": dask_local} if backend == "dask" else {}))
+               | ({"scheduler": scheduler, "dask_local": dask_local} if backend == "dask" else {}),
+               backend, scheduler, dask_local)
     target = _decide_target(source, store, resume, overwrite)
 
     # phase 1: index the source (before any store is touched)
@@ -221,8 +222,7 @@ def _build_store(
     startup_seconds = time.perf_counter() - started
 
     # phase 4: the shard tasks; phase 5: the record of the whole build
-    shards, pending, skipped = _run_shards(store, group, ref, plan, run, build_id, workers, progress,
-                                           backend, scheduler, dask_local, target)
+    shards, pending, skipped = _run_shards(store, group, ref, plan, run, build_id, workers, progress, target)
     _mark_built(store, provenance, plan, index, shards, skipped, build_id)
     return BuildReport(str(store), len(plan.samples), len(shards), time.perf_counter() - started, bytes_on_disk(store),
                        skipped=len(skipped), shards_built=len(pending), startup_seconds=startup_seconds)
@@ -239,6 +239,9 @@ class _Run:
     image_codec: str
     masks: bool
     run_options: dict[str, Any]
+    backend: Backend = "local"  # where the shard tasks run (joblib's loky, or dask.distributed)
+    scheduler: str | None = None
+    dask_local: int | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -361,16 +364,18 @@ def _prepare_new_store(store: StoreTarget, target: _Target, plan: _Plan, run: _R
     return group, provenance
 
 
+Shard = tuple[int, int, list[Sample]]  # (shard number, its first row, its samples)
+
+
 def _run_shards(store: StoreTarget, group: zarr.Group, ref: SourceRef, plan: _Plan, run: _Run, build_id: str,
-                workers: int, progress: Callable[[int, int], None] | None, backend: Backend, scheduler: str | None,
-                dask_local: int | None, target: _Target) -> tuple[list[tuple[int, int, list[Sample]]],
-                                                                  list[tuple[int, int, list[Sample]]],
-                                                                  list[dict[str, Any]]]:
+                workers: int, progress: Callable[[int, int], None] | None,
+                target: _Target) -> tuple[list[Shard], list[Shard], list[dict[str, Any]]]:
     """Every shard not yet done, in parallel; each recorded only after its task returned.
     Returns (all shards, the pending ones, the skip records)."""
     samples, shard_size = plan.samples, run.shard_size
     finished = done_shards(group)
-    shards = [(k, start, samples[start : start + shard_size]) for k, start in enumerate(range(0, len(samples), shard_size))]
+    shards: list[Shard] = [(k, start, samples[start : start + shard_size])
+                           for k, start in enumerate(range(0, len(samples), shard_size))]
     pending = [shard for shard in shards if shard[0] not in finished]
     done = sum(len(chunk) for k, _, chunk in shards if k in finished)
     log.info("%s %s (config %s): %d of %d shards to build on %d jobs", "resuming" if target.resuming else "created",
@@ -390,7 +395,7 @@ def _run_shards(store: StoreTarget, group: zarr.Group, ref: SourceRef, plan: _Pl
                 return  # stop handing out shards; those already running finish and are kept
             yield delayed(build_shard)(ref, chunk, run.class_config, destination, k, start, run.on_error, run.masks)
 
-    with _parallel_backend(backend, scheduler, dask_local, store) as cluster_jobs:
+    with _parallel_backend(run.backend, run.scheduler, run.dask_local, store) as cluster_jobs:
         # as many workers as the warm-up started (all shards are pending): joblib reuses them
         parallel = Parallel(n_jobs=cluster_jobs or min(workers, len(pending)), return_as="generator_unordered")
         with warnings.catch_warnings():
@@ -402,12 +407,7 @@ def _run_shards(store: StoreTarget, group: zarr.Group, ref: SourceRef, plan: _Pl
                 if result.error is not None:
                     failure = failure or result.error
                     continue
-                with _writing(store, f"the record of shard {result.shard}"):
-                    ensure_same_build(store, build_id)  # never record a shard in a store another build made
-                    if result.skipped:
-                        skipped = _merge_skips(skipped, result.skipped)
-                        group.update_attributes({"skipped": skipped})
-                    mark_shard_done(group, result.shard)  # after the data, so a crash never records a half shard
+                skipped = _record_shard(store, group, build_id, result, skipped)
                 done += result.samples
                 log.debug("shard %d written (%d of %d samples)", result.shard, done, len(samples))
                 if progress:
@@ -415,6 +415,19 @@ def _run_shards(store: StoreTarget, group: zarr.Group, ref: SourceRef, plan: _Pl
     if failure is not None:
         raise failure
     return shards, pending, skipped
+
+
+def _record_shard(store: StoreTarget, group: zarr.Group, build_id: str, result: ShardResult,
+                  skipped: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Record a finished shard (and its skips) in the store: only after its data is there, so a
+    crash never records a half shard, and only in the store this build made. Returns the skips."""
+    with _writing(store, f"the record of shard {result.shard}"):
+        ensure_same_build(store, build_id)
+        if result.skipped:
+            skipped = _merge_skips(skipped, result.skipped)
+            group.update_attributes({"skipped": skipped})
+        mark_shard_done(group, result.shard)
+    return skipped
 
 
 def _mark_built(store: StoreTarget, provenance: dict[str, Any], plan: _Plan, index: SourceIndex,
