@@ -11,13 +11,9 @@ it and return grey or garbage. Before any decode the frame header is read here
 (:func:`jpeg_frame`): only 8-bit baseline, extended and progressive Huffman JPEGs go on,
 since libjpeg-turbo's scaled decode of a lossless (SOF3) JPEG crashes the process, and a frame
 of more pixels than Pillow's decompression-bomb limit is refused before anything is allocated.
-libjpeg-turbo's fast Huffman path, taken whenever the whole file is in memory, decodes an
-invalid Huffman code as 0 without a warning; its careful path warns. A restart interval turns the
-fast path off, so a sequential JPEG without one is given a DRI segment of 65535 MCUs
-(:func:`_with_huffman_codes_checked`): no restart marker is then due inside an image of up to
-65535 8×8 blocks (2040², where CelebA-HQ's 1024² has 16384), the pixels are the same, and a bad
-code is an error. Progressive scans always take the careful path; a larger sequential JPEG keeps
-the fast one (a bad code in it could go unnoticed).
+libjpeg's own checks miss two kinds of damaged scan data (a bad Huffman code on its fast path,
+and a scan whose last block ends a few bytes early), so a sequential JPEG is decoded as rewritten
+by :mod:`celebamask.build.jpeg_scans`, which closes both and keeps the pixels exact.
 Pillow decodes only 4-channel (CMYK/YCCK) JPEGs, after simplejpeg has decoded them strictly to
 check them. Without simplejpeg nothing is decoded: Pillow cannot be told to treat libjpeg's
 warnings as errors, so its pixels could be a damaged file's grey or garbage.
@@ -26,12 +22,12 @@ warnings as errors, so its pixels could be a damaged file's grey or garbage.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
+from celebamask.build.jpeg_scans import rewritten_for_checks
 from celebamask.errors import CelebaMaskError
 from celebamask.sources.sniff import what_it_is
 
@@ -65,8 +61,6 @@ class JpegFrame(NamedTuple):
     height: int
     width: int
     components: int
-    first_scan: int = -1  # byte offset of the first SOS marker; -1 if the markers end before one
-    restart_interval: int = 0  # the last DRI's interval before the first scan (0: none)
 
 
 _SUPPORTED_FRAMES = (0xC0, 0xC1, 0xC2)  # Huffman-coded sequential and progressive DCT
@@ -80,73 +74,29 @@ _STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length
 
 def jpeg_frame(data: bytes, path: str) -> JpegFrame:
     """The JPEG's frame header (SOFn), read from its markers, if it is one this build decodes:
-    raise naming ``path`` for anything else (not a JPEG, lossless, 12-bit, arithmetic-coded, ...).
-    Also where the first scan starts and the restart interval it will have."""
+    raise naming ``path`` for anything else (not a JPEG, lossless, 12-bit, arithmetic-coded, ...)."""
     if not data:
         raise CelebaMaskError(path, "empty file (0 bytes)")
     if not data.startswith(b"\xff\xd8"):
         raise CelebaMaskError(path, f"not a JPEG ({what_it_is(data)})")
-    frame, restart_interval = None, 0
-    for marker, position, body in _marker_segments(data):
-        if marker is None or marker in (0xD8, 0xD9) or (marker == 0xDA and frame is None):
-            if frame is not None:
-                break  # damage after the frame header: libjpeg will name it
-            if marker is None:
-                raise CelebaMaskError(path, body.decode())
-            raise CelebaMaskError(path, f"cannot decode JPEG: marker 0x{marker:02X} before its frame header")
-        if marker == 0xDA:
-            return frame._replace(first_scan=position, restart_interval=restart_interval)
-        if marker == 0xDD and len(body) >= 2:
-            restart_interval = int.from_bytes(body[:2], "big")
-        if frame is None and 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            frame = _checked_frame(marker, body, path)
-    return frame._replace(restart_interval=restart_interval)
-
-
-def _marker_segments(data: bytes) -> Iterator[tuple[int | None, int, bytes]]:
-    """(marker, its byte offset, its body) of each marker segment after SOI, up to the first SOS;
-    (None, offset, what is wrong) where the markers stop making sense."""
     position = 2
     while True:
-        while position + 1 < len(data) and data[position] == 0xFF and data[position + 1] == 0xFF:
+        while position < len(data) and data[position] == 0xFF and position + 1 < len(data) and data[position + 1] == 0xFF:
             position += 1  # fill bytes before a marker
         if position + 4 > len(data):
-            yield None, position, b"cannot decode JPEG: file ends before its frame header (truncated)"
-            return
+            raise CelebaMaskError(path, "cannot decode JPEG: file ends before its frame header (truncated)")
         if data[position] != 0xFF:
-            yield None, position, f"cannot decode JPEG: no marker at byte {position} before its frame header".encode()
-            return
+            raise CelebaMaskError(path, f"cannot decode JPEG: no marker at byte {position} before its frame header")
         marker = data[position + 1]
         if marker in _STANDALONE_MARKERS:
             position += 2
             continue
         length = int.from_bytes(data[position + 2 : position + 4], "big")
-        if length < 2:
-            yield None, position, f"cannot decode JPEG: marker 0x{marker:02X} before its frame header".encode()
-            return
-        yield marker, position, data[position + 4 : position + 2 + length]
-        if marker == 0xDA:
-            return
+        if marker in (0xD8, 0xD9, 0xDA) or length < 2:
+            raise CelebaMaskError(path, f"cannot decode JPEG: marker 0x{marker:02X} before its frame header")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return _checked_frame(marker, data[position + 4 : position + 2 + length], path)
         position += 2 + length
-
-
-_NO_RESTART_DUE = 0xFFFF  # the largest restart interval DRI can carry
-_RESTART_INTERVAL_SEGMENT = b"\xff\xdd\x00\x04" + _NO_RESTART_DUE.to_bytes(2, "big")
-
-
-def _with_huffman_codes_checked(data: bytes, frame: JpegFrame) -> bytes:
-    """``data`` with a restart interval longer than the image, so that libjpeg-turbo decodes every
-    Huffman code on its careful path, which warns of a bad one (the fast path decodes it as 0).
-
-    Only for a sequential JPEG without a restart interval, whose every scan has fewer MCUs than
-    the interval (at most one per 8×8 block), so that no restart marker is ever expected: the
-    DC predictions are never reset and the pixels are exactly those of ``data``.
-    """
-    if frame.marker == 0xC2 or frame.restart_interval or frame.first_scan < 0:
-        return data
-    if -(-frame.width // 8) * -(-frame.height // 8) > _NO_RESTART_DUE:
-        return data
-    return data[: frame.first_scan] + _RESTART_INTERVAL_SEGMENT + data[frame.first_scan :]
 
 
 def _checked_frame(marker: int, body: bytes, path: str) -> JpegFrame:
@@ -176,12 +126,28 @@ def decode_jpeg_reduced(data: bytes, size: int, path: str = "JPEG data", frame: 
         raise CelebaMaskError(path, "cannot decode JPEG strictly: the simplejpeg package is missing "
                                     "(pip install simplejpeg; Pillow would ignore libjpeg's warnings of damage)")
     colorspace = "CMYK" if frame.components == 4 else "RGB"
+    eighths = next((n for n in range(1, 9) if -(-frame.width * n // 8) >= size and -(-frame.height * n // 8) >= size), 8)
+    rewritten = rewritten_for_checks(data, eighths)
     try:
-        pixels = simplejpeg.decode_jpeg(_with_huffman_codes_checked(data, frame), colorspace=colorspace, min_height=size, min_width=size, strict=True)
+        if rewritten.check is not None:  # the scan-end check, decoded at 1/8 scale, its pixels unused
+            simplejpeg.decode_jpeg(rewritten.check, colorspace=colorspace, min_height=1, min_width=1, strict=True)
+        pixels = simplejpeg.decode_jpeg(rewritten.data, colorspace=colorspace, min_height=size, min_width=size, strict=True)
     except Exception as exc:  # noqa: BLE001 - simplejpeg raises ValueError for libjpeg's errors and warnings alike
-        what = "truncated" if "Premature end" in str(exc) else "damaged or unsupported"
-        raise CelebaMaskError(path, f"cannot decode JPEG: {what} ({exc})") from exc
+        raise CelebaMaskError(path, f"cannot decode JPEG: {_what_is_wrong(str(exc))} ({exc})") from exc
+    if rewritten.extra_rows:
+        if pixels.shape[1] != -(-frame.width * eighths // 8):  # not the scale the rewrite was checked for
+            raise CelebaMaskError(path, f"cannot decode JPEG: decoded at an unexpected scale ({pixels.shape[1]} "
+                                        f"columns of {frame.width}, expected {eighths}/8)")
+        pixels = pixels[: pixels.shape[1]]  # the added MCU row off again (the image is square)
     return None if frame.components == 4 else pixels
+
+
+def _what_is_wrong(libjpeg_says: str) -> str:
+    if "Premature end" in libjpeg_says:
+        return "truncated"
+    if "extraneous bytes before marker" in libjpeg_says:
+        return "damaged scan data (a scan's data does not end where its last block does)"
+    return "damaged or unsupported"
 
 
 def _decode_image_with_pillow(data: bytes, path: str, size: int) -> np.ndarray:

@@ -1,23 +1,30 @@
-"""Every bad Huffman code in a sequential JPEG is an error (issue 17).
+"""Damaged scan data in a sequential JPEG is an error, and the rewrite that makes it one keeps the
+pixels exact (issue 17; celebamask.build.jpeg_scans).
 
-libjpeg-turbo's fast Huffman path, the one it takes when the whole file is in memory, decodes a
-code that no table defines as 0 without a warning; the build forces its careful path, which warns
-(celebamask.build.resize). The oracle here is independent of libjpeg: a walk of the scan data in
-Python, code by code, against the file's own tables. Bit flips early in the scan (where the fast
-path would run) that the walk finds a bad code or a premature end for must be errors naming the
-file; ones it finds clean must decode to the pixels of the undamaged path's decode.
+libjpeg-turbo misses two kinds of damage on its own: a code that no table defines (its fast
+Huffman path, taken whenever the whole file is in memory, decodes it as 0 without a warning), and
+a scan whose last block ends a few bytes before its data does (the bytes it read ahead are
+dropped silently). The oracle here is independent of libjpeg: a walk of the scan data in Python,
+code by code, against the file's own tables, which says whether every code is defined, whether
+the data runs out, and how many whole bytes are left after the last block. Whatever it finds
+wrong must be an error naming the file; what it finds clean must decode to libjpeg's pixels of
+the file as it is.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 import simplejpeg
 from PIL import Image, ImageFile
 
+from celebamask.build.jpeg_scans import rewritten_for_checks
 from celebamask.build.resize import decode_image
 from celebamask.errors import CelebaMaskError
 
@@ -96,6 +103,8 @@ def _walk_scan(bits: str, blocks: list[tuple[dict[str, int], dict[str, int]]], m
                     raise EOFError
     except EOFError:
         return "premature end of data"
+    if len(bits) - position >= 8:
+        return f"{(len(bits) - position) // 8} whole bytes after the last block"
     return None
 
 
@@ -230,3 +239,138 @@ def test_the_round_trip_through_the_walk_changes_nothing() -> None:
     for _, original, _ in CORPUS:
         start, end, bits, _ = _first_scan(original)
         assert original[:start] + _stuffed(bits) + original[end:] == original
+
+
+# --------------------------------------------------------------------------- where scans end
+
+
+def _ends_early(data: bytes, rng: np.random.Generator) -> tuple[bytes, str]:
+    """A copy whose scan data goes on for 1..7 bytes after its last block (the bytes libjpeg reads
+    ahead and drops), as damage that shortens the coded blocks leaves it."""
+    extra = rng.integers(0, 256, int(rng.integers(1, 8)), dtype=np.uint8).tobytes().replace(b"\xff", b"\xff\x00")
+    end = data.rindex(b"\xff\xd9")
+    return data[:end] + extra + data[end:], f"{len(extra)} bytes after the last block"
+
+
+@pytest.mark.parametrize(("name", "original", "size"), CORPUS, ids=[name for name, _, _ in CORPUS])
+def test_a_scan_that_ends_before_its_data_is_an_error(name: str, original: bytes, size: int) -> None:
+    rng = np.random.default_rng(5)
+    for number in range(6):
+        damaged, _ = _ends_early(original, rng)
+        assert "whole bytes after the last block" in huffman_verdict(damaged)
+        path = f"fuzz/{name} {number}.jpg"
+        with pytest.raises(CelebaMaskError, match="^" + path.replace(".", r"\.") + ": .*damaged scan data"):
+            decode_image(damaged, path, size)
+
+
+def test_libjpeg_alone_lets_a_scan_end_early() -> None:
+    """Not vacuous: the same copies given to libjpeg-turbo as they are decode without a word."""
+    rng = np.random.default_rng(5)
+    silent = 0
+    for _, original, _ in CORPUS:
+        for _ in range(6):
+            damaged, _ = _ends_early(original, rng)
+            try:
+                simplejpeg.decode_jpeg(damaged, strict=True)
+                silent += 1
+            except ValueError:
+                pass
+    assert silent >= 3, silent
+
+
+SMALL = [(name, data, size) for name, data, size in CORPUS if "256" in name] + [
+    ("4:2:0 192", _jpeg("RGB", 192, 3, subsampling=2), 192)]
+
+
+@pytest.mark.parametrize(("name", "original", "size"), SMALL, ids=[name for name, _, _ in SMALL])
+def test_bit_flips_are_an_error_or_libjpegs_own_pixels(name: str, original: bytes, size: int) -> None:
+    """Random flips in the scan data: what the walk finds wrong is an error; what it finds clean
+    decodes to exactly what libjpeg makes of the damaged file as it is (the rewrite changes nothing)."""
+    start, end, _, _ = _first_scan(original)
+    rng = np.random.default_rng(11)
+    wrong = clean = 0
+    for number in range(20):
+        mutant = bytearray(original)
+        at = int(rng.integers(start, end))
+        mutant[at] ^= 1 << int(rng.integers(8))
+        mutant = bytes(mutant)
+        verdict = huffman_verdict(mutant)
+        path = f"fuzz/{name} flip {number} at {at}.jpg"
+        if verdict is not None:
+            wrong += 1
+            with pytest.raises(CelebaMaskError, match="^" + path.replace(".", r"\.") + ": "):
+                decode_image(mutant, path, size)
+            continue
+        try:
+            expected = simplejpeg.decode_jpeg(mutant, min_height=size, min_width=size, strict=True)
+        except ValueError:
+            continue  # libjpeg finds something the walk does not look at (a marker made by the flip)
+        clean += 1
+        if expected.shape[:2] != (size, size):
+            expected = np.asarray(Image.fromarray(expected).resize((size, size), Image.Resampling.LANCZOS))
+        np.testing.assert_array_equal(decode_image(mutant, path, size), expected, err_msg=path)
+    assert wrong and clean, (wrong, clean)
+
+
+# --------------------------------------------------------------------------- the pixels stay exact
+
+
+def _encodings() -> list[tuple[str, bytes, int]]:
+    """(name, JPEG, store size) across what the rewrite decodes itself and what it only checks: 4:2:0,
+    4:2:2, 4:4:4 and greyscale; decoded at 1/2, 1/4, 5/8 (then Lanczos) and full scale; heights a
+    whole number of MCU rows or not; optimised tables; progressive (left as it is)."""
+    rng = np.random.default_rng(2)
+    out = []
+    for source, store in ((512, 256), (256, 256), (512, 128), (384, 256), (500, 256)):
+        y, x = np.mgrid[:source, :source]
+        rgb = (np.stack([(x * 3) % 256, (y * 2) % 256, (x + y) % 256], -1) + rng.integers(0, 50, (source, source, 3)))
+        image = Image.fromarray(rgb.astype(np.uint8))
+        for label, mode, options in (("4:2:0", "RGB", {"subsampling": 2}), ("4:2:2", "RGB", {"subsampling": 1}),
+                                     ("4:4:4 optimised", "RGB", {"subsampling": 0, "optimize": True}),
+                                     ("grey", "L", {}), ("progressive", "RGB", {"progressive": True})):
+            out.append((f"{source}->{store} {label}", _save(image.convert(mode), **options), store))
+    return out
+
+
+def _save(image: Image.Image, **options: object) -> bytes:
+    buffer, block = io.BytesIO(), ImageFile.MAXBLOCK
+    ImageFile.MAXBLOCK = 1 << 22
+    try:
+        image.save(buffer, format="JPEG", quality=90, **options)
+    finally:
+        ImageFile.MAXBLOCK = block
+    return buffer.getvalue()
+
+
+def test_the_rewrite_keeps_libjpegs_pixels_exactly() -> None:
+    taken = 0
+    for name, data, size in _encodings():
+        expected = simplejpeg.decode_jpeg(data, min_height=size, min_width=size, strict=True)
+        if expected.shape[:2] != (size, size):
+            expected = np.asarray(Image.fromarray(expected).resize((size, size), Image.Resampling.LANCZOS))
+        np.testing.assert_array_equal(decode_image(data, f"{name}.jpg", size), expected, err_msg=name)
+        eighths = next(n for n in range(1, 9) if -(-int(name.split("->")[0]) * n // 8) >= size)
+        taken += rewritten_for_checks(data, eighths).extra_rows
+    assert taken >= 8, taken  # files the rewrite decodes itself, not only ones it checks or leaves alone
+
+
+@pytest.mark.skipif(shutil.which("cjpeg") is None, reason="needs libjpeg-turbo's cjpeg (multi-scan and 4:4:0 JPEGs)")
+@pytest.mark.parametrize("sampling", ["2x2,1x1,1x1", "1x2,1x1,1x1"])
+@pytest.mark.parametrize("store_size", [128, 256])
+def test_cjpegs_multi_scan_sequential_jpegs_are_checked_scan_by_scan(tmp_path: Path, sampling: str,
+                                                                     store_size: int) -> None:
+    """Sequential JPEGs with one scan per component (cjpeg -scans), 4:2:0 and 4:4:0, decoded at 1/2
+    and at full scale: libjpeg's own pixels, and a second scan that ends before its data is an
+    error (libjpeg alone decodes it without a word)."""
+    source = np.random.default_rng(4).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    (tmp_path / "scans").write_text("0;\n1;\n2;\n")
+    data = subprocess.run(["cjpeg", "-quality", "90", "-sample", sampling, "-scans", str(tmp_path / "scans")],
+                          input=b"P6\n256 256\n255\n" + source.tobytes(), capture_output=True, check=True).stdout
+    scans = [i for i in range(len(data) - 1) if data[i : i + 2] == b"\xff\xda"]
+    assert len(scans) == 3
+    np.testing.assert_array_equal(decode_image(data, "m.jpg", store_size),
+                                  simplejpeg.decode_jpeg(data, min_height=store_size, min_width=store_size, strict=True))
+    damaged = data[: scans[2]] + b"\x5a\x3c" + data[scans[2] :]  # two bytes after the second scan's last block
+    simplejpeg.decode_jpeg(damaged, min_height=store_size, min_width=store_size, strict=True)  # libjpeg: not a word
+    with pytest.raises(CelebaMaskError, match="^m.jpg: .*damaged scan data"):
+        decode_image(damaged, "m.jpg", store_size)
