@@ -170,21 +170,51 @@ def _is_tar(location: str) -> bool:
 
 
 # Per process: a worker opens the same tar for every shard it builds; its headers are read once.
-_TAR_MEMBERS: dict[tuple[str, int, int], dict[str, tuple[int, int]]] = {}
+_TAR_MEMBERS: dict[tuple[str, int, int], tuple[dict[str, tuple[int, int]], dict[str, str]]] = {}
+_TAR_KINDS = {tarfile.SYMTYPE: "a symbolic link", tarfile.CHRTYPE: "a device", tarfile.BLKTYPE: "a device",
+              tarfile.FIFOTYPE: "a named pipe (FIFO)"}
 
 
 def tar_members(location: str) -> dict[str, tuple[int, int]]:
-    """Each regular member's name -> (offset of its data, size), read from the tar's headers.
+    """Each regular member's name -> (offset of its data, size), read from the tar's headers (a
+    hard link has its target's data).
 
     Only an uncompressed tar can be read in place (a compressed one would be inflated from its
     start for every member): a .tar.gz/.bz2/.xz is refused with what to do instead."""
+    return _tar_listing(location)[0]
+
+
+def tar_unusable(location: str) -> dict[str, str]:
+    """Each member that is neither a folder nor data (a symbolic link, a device, ...) -> what it
+    is: one named like a mask must be that sample's error, not a class lost unseen."""
+    return _tar_listing(location)[1]
+
+
+def _tar_listing(location: str) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
     stat = os.stat(location)
     key = (location, stat.st_size, stat.st_mtime_ns)
     if key not in _TAR_MEMBERS:
+        members: dict[str, tuple[int, int]] = {}
+        unusable: dict[str, str] = {}
         try:
             with tarfile.open(location, mode="r:") as archive:
-                members = {info.name.removeprefix("./"): (info.offset_data, info.size)
-                           for info in archive if info.isfile()}
+                hard_links: dict[str, str] = {}
+                for info in archive:
+                    name = info.name.removeprefix("./")
+                    if info.isfile():
+                        members[name] = (info.offset_data, info.size)
+                    elif info.islnk():
+                        hard_links[name] = info.linkname.removeprefix("./")
+                    elif not info.isdir():
+                        kind = _TAR_KINDS.get(info.type, "not a regular file")
+                        target = f" (to {info.linkname})" if info.issym() else ""
+                        unusable[name] = (f"is {kind}{target} inside the tar, not a file; "
+                                          "unpack it (tar -xf) and give the folder")
+                for name, target in hard_links.items():  # a hard link has its target's data
+                    if target in members:
+                        members[name] = members[target]
+                    else:
+                        unusable[name] = f"is a hard link to {target}, which the tar does not hold"
         except tarfile.ReadError as exc:
             if _is_tar(location):
                 raise CelebaMaskError(location, "compressed tar archive: it cannot be read in place; "
@@ -193,7 +223,7 @@ def tar_members(location: str) -> dict[str, tuple[int, int]]:
         except (OSError, EOFError) as exc:
             raise CelebaMaskError(location, f"cannot read tar archive (truncated?): {exc}") from exc
         _TAR_MEMBERS.clear()
-        _TAR_MEMBERS[key] = members
+        _TAR_MEMBERS[key] = (members, unusable)
     return _TAR_MEMBERS[key]
 
 
@@ -203,6 +233,9 @@ class TarFiles(SourceFiles):
     def __init__(self, ref: SourceRef) -> None:
         super().__init__(ref)
         self.members = tar_members(ref.location)
+        prefix = self.member("") if ref.root else ""
+        self.unusable = {name[len(prefix):]: problem for name, problem in tar_unusable(ref.location).items()
+                         if name.startswith(prefix)}
         try:
             self.handle = open(ref.location, "rb")
         except OSError as exc:
@@ -237,10 +270,10 @@ class TarFiles(SourceFiles):
         return [name[len(prefix):] for name in self.members if name.startswith(prefix)]
 
     def list_images(self) -> list[str]:
-        return [n for n in self.listing() if n.startswith(f"{IMAGE_DIR}/") and n.count("/") == 1]
+        return [n for n in [*self.listing(), *self.unusable] if n.startswith(f"{IMAGE_DIR}/")]
 
     def list_masks(self) -> list[str]:
-        return [n for n in self.listing() if n.startswith(f"{MASK_DIR}/") and n.count("/") <= 2]
+        return [n for n in [*self.listing(), *self.unusable] if n.startswith(f"{MASK_DIR}/")]
 
     def close(self) -> None:
         self.handle.close()

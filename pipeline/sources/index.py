@@ -9,8 +9,10 @@ the build with the file's name.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,8 @@ MAX_ROOT_DEPTH = 3
 # Roots the older versions accepted, kept for callers; any folder up to MAX_ROOT_DEPTH deep is found.
 ROOT_CANDIDATES = ("", DATASET_DIR, f"{DATASET_DIR}/{DATASET_DIR}")
 OFFICIAL, SUPERVISELY = "official", "supervisely"  # the layouts a source can have
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,9 @@ class SourceFiles:
 
     def __init__(self, ref: SourceRef) -> None:
         self.ref = ref
+        # listed entries that are not readable regular files (relative path -> what they are
+        # instead); each is the error of its sample
+        self.unusable: dict[str, str] = {}
 
     def display(self, rel: str) -> str:
         raise NotImplementedError
@@ -90,10 +97,21 @@ class SourceFiles:
     def exists(self, rel: str) -> bool:
         raise NotImplementedError
 
+    def present(self, rel: str) -> bool:
+        """Whether anything (a file or not) has this name: an annotation file that is a dangling
+        link must be an error, not an absent file."""
+        return self.exists(rel) or rel in self.unusable
+
+    def what_is(self, rel: str, wanted: str) -> str:
+        """The error of a present name that is not a file (see ``present``)."""
+        return self.unusable.get(rel, f"is not a regular file, not {wanted}")
+
     def list_images(self) -> list[str]:
+        """Every file below IMAGE_DIR, at any depth, relative to the root."""
         raise NotImplementedError
 
     def list_masks(self) -> list[str]:
+        """Every file below MASK_DIR, at any depth, relative to the root."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -121,20 +139,59 @@ class DirectoryFiles(SourceFiles):
     def exists(self, rel: str) -> bool:
         return os.path.isfile(self.display(rel))
 
+    def present(self, rel: str) -> bool:
+        return os.path.lexists(self.display(rel))
+
+    def what_is(self, rel: str, wanted: str) -> str:
+        return _not_a_file(self.display(rel), wanted)
+
     def list_images(self) -> list[str]:
-        with os.scandir(self.display(IMAGE_DIR)) as entries:
-            return [f"{IMAGE_DIR}/{e.name}" for e in entries if e.is_file()]
+        return self._listing(IMAGE_DIR, IMAGE_NAME, "an image JPEG", folder_depth=0)
 
     def list_masks(self) -> list[str]:
-        names = []
-        with os.scandir(self.display(MASK_DIR)) as folders:
-            for folder in folders:
-                if folder.is_dir():
-                    with os.scandir(folder.path) as entries:
-                        names += [f"{MASK_DIR}/{folder.name}/{e.name}" for e in entries if e.is_file()]
-                elif folder.is_file():
-                    names.append(f"{MASK_DIR}/{folder.name}")
+        return self._listing(MASK_DIR, MASK_NAME, "a mask PNG", folder_depth=1)
+
+    def _listing(self, top: str, pattern: re.Pattern[str], wanted: str, folder_depth: int) -> list[str]:
+        """Every entry below ``top`` that is not a folder, at any depth (the index ignores the ones
+        too deep, and says so). An entry that is not a readable regular file is listed too, its
+        problem kept in ``unusable``: a dangling link dropped here would be a class lost unseen.
+        A folder named like a data file is such an entry; any other folder is looked into."""
+        # folder_depth: how many levels of folders hold the data (the mask folders 0/ to 14/)
+        names: list[str] = []
+        pending = [(top, 0)]
+        while pending:
+            folder, depth = pending.pop()
+            with os.scandir(self.display(folder)) as entries:
+                for entry in entries:
+                    rel = f"{folder}/{entry.name}"
+                    if entry.is_file():  # a regular file, or a link to one
+                        names.append(rel)
+                    elif depth < folder_depth and entry.is_dir():
+                        pending.append((rel, depth + 1))
+                    elif entry.is_dir(follow_symlinks=False) and not pattern.match(entry.name):
+                        pending.append((rel, depth + 1))  # extra files, ignored; no link followed (no loop)
+                    else:
+                        names.append(rel)
+                        self.unusable[rel] = _not_a_file(entry.path, wanted)
         return names
+
+
+def _not_a_file(path: str, wanted: str) -> str:
+    """What a path that is not a regular file is instead, said as the error names it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        try:
+            target = os.readlink(path)
+        except OSError:
+            return f"vanished while the folder was listed, not {wanted}"
+        return f"is a dangling symbolic link (to {target}), not {wanted}"
+    except OSError as exc:
+        return f"cannot be opened ({exc.strerror or exc}), not {wanted}"
+    kind = ("a directory" if stat.S_ISDIR(mode) else "a named pipe (FIFO)" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file")
+    return f"is {kind}, not {wanted}"
 
 
 # Zip compression methods by number (APPNOTE 4.4.5), for naming one Python's zipfile cannot read.
@@ -152,6 +209,10 @@ class ZipFiles(SourceFiles):
         except (OSError, zipfile.BadZipFile) as exc:
             raise CelebaMaskError(ref.location, f"cannot open zip archive: {exc}") from exc
         self.members = {info.filename: info for info in self.archive.infolist() if not info.is_dir()}
+        for info in self.members.values():
+            if stat.S_ISLNK(info.external_attr >> 16):  # read as is, it would be the link's target path
+                self.unusable[self._relative(info.filename)] = ("is a symbolic link inside the zip, not a file; "
+                                                               "unpack the zip with a tool that keeps links")
 
     def member(self, rel: str) -> str:
         return f"{self.ref.root}/{rel}" if self.ref.root else rel
@@ -178,16 +239,18 @@ class ZipFiles(SourceFiles):
     def exists(self, rel: str) -> bool:
         return self.member(rel) in self.members
 
+    def _relative(self, name: str) -> str:
+        return name[len(self.member("")):] if self.ref.root else name
+
     def _under(self, folder: str) -> list[str]:
         prefix = self.member(folder) + "/"
-        start = len(self.member(""))
-        return [name[start:] if self.ref.root else name for name in self.members if name.startswith(prefix)]
+        return [self._relative(name) for name in self.members if name.startswith(prefix)]
 
     def list_images(self) -> list[str]:
-        return [n for n in self._under(IMAGE_DIR) if n.count("/") == 1]
+        return self._under(IMAGE_DIR)
 
     def list_masks(self) -> list[str]:
-        return [n for n in self._under(MASK_DIR) if n.count("/") <= 2]
+        return self._under(MASK_DIR)
 
     def close(self) -> None:
         self.archive.close()
@@ -251,23 +314,51 @@ def index_source(ref: SourceRef, skip_bad: bool = False) -> SourceIndex:
     if ref.layout == SUPERVISELY:
         from celebamask.sources.supervisely import index_supervisely
 
-        return index_supervisely(ref, skip_bad)
+        index = index_supervisely(ref, skip_bad)
+    else:
+        index = _index_official(ref, skip_bad)
+    _warn_ignored(ref, index.ignored_files)
+    return index
+
+
+# How many ignored paths the warning names (it is one line, whatever the count).
+IGNORED_SHOWN = 3
+
+
+def _warn_ignored(ref: SourceRef, ignored: list[str]) -> None:
+    """Files outside the layout are legal, but one put a folder too deep loses its class unseen:
+    say how many were passed over, naming the first few, in one line."""
+    if not ignored:
+        return
+    shown = ", ".join(ignored[:IGNORED_SHOWN])
+    more = f" and {len(ignored) - IGNORED_SHOWN} more" if len(ignored) > IGNORED_SHOWN else ""
+    layout = (f"{IMAGE_DIR}/<index>.jpg or {MASK_DIR}/<folder>/<index:05d>_<class>.png" if ref.layout == OFFICIAL
+              else "ds*/img/<index>.jpg or ds*/ann/<index>.jpg.json")
+    log.warning("%s: ignored %d file%s not named or placed as %s: %s%s", ref.root if not ref.archive else ref.location,
+                len(ignored), "" if len(ignored) == 1 else "s", layout, shown, more)
+
+
+def _index_official(ref: SourceRef, skip_bad: bool) -> SourceIndex:
     with ref.open() as files:
         image_names = files.list_images()
         mask_names = files.list_masks()
+        unusable = dict(files.unusable)
+        problems = Problems(skip_bad)
+        report = problems.report
         annotations = {name: name for name in ANNOTATION_FILES if files.exists(name)}
+        for name in ANNOTATION_FILES:
+            if name not in annotations and files.present(name):  # a dangling link is not an absent file
+                report(CelebaMaskError(files.display(name), files.what_is(name, "an annotation file")))
         images_dir = files.display(IMAGE_DIR)
         masks_dir = files.display(MASK_DIR)
         display = files.display
 
-    problems = Problems(skip_bad)
-    report = problems.report
     ignored: list[str] = []
     images: dict[int, str] = {}
     for rel in sorted(image_names):
         base = rel.rsplit("/", 1)[-1]
         match = IMAGE_NAME.match(base)
-        if not match:
+        if not match or rel.count("/") != 1:
             ignored.append(rel)
             continue
         index = int(match.group(1))
@@ -275,13 +366,16 @@ def index_source(ref: SourceRef, skip_bad: bool = False) -> SourceIndex:
             report(CelebaMaskError(display(rel), f"second image for sample {index} (also {images[index]})"))
             continue
         images[index] = rel
+        if rel in unusable:
+            report(CelebaMaskError(display(rel), unusable[rel]), index)
     if not images:
         raise CelebaMaskError(images_dir, "no images: looked for files named <index>.jpg")
 
     masks: dict[int, dict[str, str]] = {}
     for rel in sorted(mask_names):
         base = rel.rsplit("/", 1)[-1]
-        if base.startswith(".") or not base.lower().endswith(".png"):
+        # a mask lies in MASK_DIR/<folder>/ (or in MASK_DIR itself, as some copies have it)
+        if base.startswith(".") or not base.lower().endswith(".png") or rel.count("/") > 2:
             ignored.append(rel)
             continue
         match = MASK_NAME.match(base)
@@ -299,6 +393,9 @@ def index_source(ref: SourceRef, skip_bad: bool = False) -> SourceIndex:
             continue
         if class_name in per_sample:
             report(CelebaMaskError(display(rel), f"second {class_name} mask for sample {index} (also {per_sample[class_name]})"), index)
+            continue
+        if rel in unusable:
+            report(CelebaMaskError(display(rel), unusable[rel]), index)
             continue
         per_sample[class_name] = rel
     if not masks:
