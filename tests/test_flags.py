@@ -13,6 +13,7 @@ from celebamask.build.orchestrator import build_store
 from celebamask.cli import main
 from celebamask.sources.known_issues import FLAG_NAMES, flags_for, load_known_issues
 from celebamask.synth.generate import generate_source
+from tests.optional import optional
 
 # The issue's list, written out here independently of the TOML file.
 DUPLICATES = [234, 235, 3329, 3330, 5162, 5163, 6770, 6771, 7384, 7385, 7561, 7562, 12444, 12445,
@@ -58,6 +59,10 @@ def test_store_records_flags_and_select_and_torch_exclude_them(flagged_store: Pa
     assert opened.select().tolist() == [0, 1, 2, 3]
     assert opened.select(exclude_flagged=True).tolist() == [0]
     assert opened.class_statistics()["flagged"]["duplicate"] == 2
+
+
+def test_the_torch_dataset_leaves_flagged_rows_out(flagged_store: Path) -> None:
+    optional("torch", "celebamask.read.torch")
     from celebamask.read.torch import CelebAMaskDataset
 
     dataset = CelebAMaskDataset(flagged_store, exclude_flagged=True)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.optional import optional
+
 nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed (pip install -e '.[test]')")
 nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed (pip install -e '.[test]')")
 
@@ -31,6 +33,7 @@ def test_notebook_is_committed_without_outputs(path: Path) -> None:
 def test_notebook_runs_on_a_synthetic_store(path: Path, built_store: Path, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("ipykernel", reason="ipykernel is not installed (pip install -e '.[test]')")
+    optional("torch", "the notebook's DataLoader cell")
     monkeypatch.setenv("CELEBAMASK_STORE", str(built_store))  # the kernel inherits the environment
     # The kernel runs in this interpreter, whatever other python3 kernels the machine knows.
     kernel_dir = tmp_path / "kernels" / "python3"
