@@ -37,7 +37,7 @@ from celebamask.build.fingerprint import (
     write_source_stamps,
 )
 from celebamask.build.flags import known_issue_flags, write_flags
-from celebamask.build.worker import ROW_ARRAYS, OnError, ShardResult, build_shard, worker_ready
+from celebamask.build.worker import ROW_ARRAYS, OnError, ShardOwner, ShardResult, build_shard, worker_ready
 from celebamask.config import ClassConfig, load_config
 from celebamask.errors import CelebaMaskError
 from celebamask.sources.annotations import BadLines, load_annotations
@@ -46,7 +46,6 @@ from celebamask.store.chunks import RowFiles
 from celebamask.store.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
 from celebamask.store.integrity import shard_problems
 from celebamask.store.layout import (
-    BUILD_ID,
     bytes_on_disk,
     check_target,
     create_class_arrays,
@@ -64,6 +63,7 @@ from celebamask.store.layout import (
 )
 from celebamask.store.location import StoreTarget, as_target
 from celebamask.store.lock import new_build_id, store_lock
+from celebamask.store.owner import BUILD_ID
 from celebamask.store.shards import row_files
 
 DEFAULT_SHARD_SIZE = 64
@@ -389,11 +389,15 @@ def _run_shards(store: StoreTarget, group: zarr.Group, ref: SourceRef, plan: _Pl
     writers = _direct_writers(group)
     destination = writers if writers is not None else store
 
+    # each task writes only while this build owns the store and (local workers) this process lives
+    owner = ShardOwner(build_id, os.getpid() if run.backend == "local" else None)
+
     def tasks() -> Iterator[Any]:
         for k, start, chunk in pending:
             if failure is not None:
                 return  # stop handing out shards; those already running finish and are kept
-            yield delayed(build_shard)(ref, chunk, run.class_config, destination, k, start, run.on_error, run.masks)
+            yield delayed(build_shard)(ref, chunk, run.class_config, destination, k, start, owner, run.on_error,
+                                       run.masks)
 
     with _parallel_backend(run.backend, run.scheduler, run.dask_local, store) as cluster_jobs:
         # as many workers as the warm-up started (all shards are pending): joblib reuses them

@@ -25,6 +25,7 @@ from celebamask.errors import CelebaMaskError
 from celebamask.sources.index import Sample, SourceFiles, SourceRef
 from celebamask.store.chunks import RowFiles, RowWriter, cannot_write_shard
 from celebamask.store.maskbits import MASK_BITS, bit_areas, bit_masks_or, resize_label
+from celebamask.store.owner import GROUP_METADATA, build_id_in, local_build_id, replaced_store
 
 if TYPE_CHECKING:
     from celebamask.store.location import StoreTarget
@@ -41,6 +42,42 @@ class ShardResult:
     samples: int
     skipped: list[dict[str, Any]] = field(default_factory=list)
     error: CelebaMaskError | None = None  # set when the shard could not be built; nothing recorded
+
+
+@dataclass(frozen=True)
+class ShardOwner:
+    """Who will record a shard once its task returns: the build whose id the store must still
+    carry, and (local worker processes) the coordinator that must still be their parent.
+
+    A coordinator killed with -9 leaves its loky workers running their current task; without
+    this check they would write that dead build's rows into whatever store is at the path by
+    then (a new ``--overwrite`` build that completed meanwhile would say complete with them).
+    """
+
+    build_id: str
+    coordinator: int | None = None  # the coordinator's pid; None for dask workers (not its children)
+
+
+def ensure_still_owned(store: StoreTarget | Mapping[str, RowFiles], owner: ShardOwner) -> None:
+    """Stop a task, before it writes, whose coordinator is gone or whose store now records another
+    build (or none): one small read a shard, none a sample. Not caught: a store replaced in the
+    milliseconds between this check and the write (a task stalled exactly there); accepted, as
+    closing that would need a lock the workers hold, and a new build still rewrites every shard
+    it builds after that moment."""
+    where = os.path.dirname(store["image"].folder) if isinstance(store, Mapping) else str(store)
+    # in the coordinator itself (threads, one job) or its child: otherwise re-parented, nobody records the shard
+    if owner.coordinator is not None and owner.coordinator not in (os.getpid(), os.getppid()):
+        raise CelebaMaskError(where, f"the build that handed out this shard (coordinator pid {owner.coordinator}) is "
+                                     "no longer running: nobody would record the shard, so it is not written")
+    if isinstance(store, Mapping):
+        found = local_build_id(where)
+    else:
+        try:
+            found = build_id_in(store.read_key(GROUP_METADATA))
+        except OSError:
+            found = None
+    if found != owner.build_id:
+        raise replaced_store(where, found, owner.build_id)
 
 
 def _prepare_worker_process() -> None:
@@ -150,6 +187,7 @@ def build_shard(
     store: StoreTarget | Mapping[str, RowFiles],
     shard: int,
     start: int,
+    owner: ShardOwner,
     on_error: OnError = "fail",
     keep_masks: bool = True,
 ) -> ShardResult:
@@ -158,7 +196,8 @@ def build_shard(
     ``store`` is either the arrays' file descriptions (a local store: written directly) or the
     store itself (written through zarr). A bad sample stops the task (``fail``) or becomes an
     invalid row (``skip``): image zeros, label the fill value, ``valid`` false, and an entry in
-    the returned ``skipped``. A task that stops returns its error rather than raising it: an
+    the returned ``skipped``. Nothing is written once ``owner`` is gone (:func:`ensure_still_owned`).
+    A task that stops returns its error rather than raising it: an
     exception would make joblib kill the other workers mid-shard (and their processes' leftovers
     be reported at exit), while the coordinator only needs to stop handing out shards.
     """
@@ -188,6 +227,10 @@ def build_shard(
                 areas[row] = class_areas(label, width, class_rows)
                 unpainted[row] = bit_area
             rows.add(row, image, label, bits)
+    try:
+        ensure_still_owned(store, owner)
+    except CelebaMaskError as error:
+        return ShardResult(shard, len(samples), error=error)
     try:
         rows.write({"valid": valid, "class_present": areas > 0, "class_area": areas,
                     "class_present_unpainted": unpainted > 0, "class_area_unpainted": unpainted})

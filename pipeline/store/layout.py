@@ -28,6 +28,7 @@ from celebamask.store.codecs import (
     parse_image_codec,
 )
 from celebamask.store.location import StoreTarget, as_target
+from celebamask.store.owner import GROUP_METADATA, build_id_in, replaced_store
 from celebamask.store.shards import row_files
 
 # Bump when the arrays or attributes change meaning. 2: CF attributes and coordinates, per-sample
@@ -130,16 +131,11 @@ def foreign_keys(path: StoreTarget | str | Path) -> list[str]:
             and key.split("/", 1)[0] not in nodes and not key.endswith(PARTIAL_SUFFIX)]
 
 
-BUILD_ID = "build_id"  # group attribute: which build created (or took over) the store
-
-
 def recorded_build_id(path: StoreTarget | str | Path) -> str | None:
     """The build id in the store's group metadata as it is now (read afresh, never cached)."""
-    target = as_target(path)
     try:
-        document = json.loads(target.read_key("zarr.json"))
-        return document.get("attributes", {}).get(BUILD_ID)  # type: ignore[no-any-return]
-    except (OSError, ValueError, AttributeError):
+        return build_id_in(as_target(path).read_key(GROUP_METADATA))
+    except OSError:
         return None
 
 
@@ -148,9 +144,7 @@ def ensure_same_build(path: StoreTarget | str | Path, build_id: str) -> None:
     in a store another build made."""
     found = recorded_build_id(path)
     if found != build_id:
-        now = f"build {found}" if found else "no build id (deleted or replaced)"
-        raise CelebaMaskError(path, f"the store was replaced while this build ran (it now records {now}, this "
-                                    f"build is {build_id}); stopping without writing into it")
+        raise replaced_store(path, found, build_id)
 
 
 def create_store(
