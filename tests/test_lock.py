@@ -175,6 +175,64 @@ def test_resume_rebuilds_a_lost_shard_file_of_a_complete_store(synthetic_source:
     assert run("verify", complete_store, "--quiet").exit_code == 0
 
 
+def _damage(path: Path, how: str) -> None:
+    if how == "missing":
+        path.unlink()
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:  # cut to half its bytes: passes a size check, fails its crc32c
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+@pytest.mark.parametrize("unfinished", [False, True])
+@pytest.mark.parametrize(("name", "how"), [("attributes", "missing"), ("pose", "truncated"), ("flags", "empty"),
+                                           ("sample_id", "missing"), ("celeba_file", "truncated"), ("split", "empty")])
+def test_resume_rewrites_a_damaged_chunk_of_the_coordinators_arrays(
+    synthetic_source: Path, complete_store: Path, name: str, how: str, unfinished: bool
+) -> None:
+    """Arrays written when the store was created (not by a shard) are re-checked too: a lost,
+    empty or truncated chunk is rewritten as the clean build wrote it, never left as fill values."""
+    clean = zarr.open_group(complete_store, mode="r")
+    expected = {key: np.asarray(clean[key][:]) for key in clean.array_keys() if key != "shard_done"}
+    chunk = next((complete_store / name / "c").glob("1*"))  # the second row block: rows 4 ... 7
+    chunk = chunk if chunk.is_file() else chunk / "0"
+    original = chunk.read_bytes()
+    _damage(chunk, how)
+    if unfinished:
+        mark_incomplete(complete_store, unfinished=1)
+    result = run("build", synthetic_source, complete_store, "--shard-size", "4", "--limit", "8", "--resume", "--quiet")
+    assert result.exit_code == 0 and result.output.startswith("built "), result.output  # not "nothing to do"
+    assert chunk.read_bytes() == original
+    store = zarr.open_group(complete_store, mode="r")
+    for key, values in expected.items():
+        np.testing.assert_array_equal(np.asarray(store[key][:]), values, err_msg=key)
+    assert open_store(complete_store).complete
+    assert run("verify", complete_store, "--quiet").exit_code == 0
+
+
+def test_resume_refuses_to_rewrite_a_chunk_from_annotations_that_changed(source_copy: Path, tmp_path: Path) -> None:
+    store = tmp_path / "s.zarr"
+    build_store(source_copy, store, jobs=1, shard_size=4, limit=8)
+    (store / "attributes" / "c" / "1" / "0").unlink()
+    before = files_of(store)
+    annotations = source_copy / "CelebAMask-HQ-attribute-anno.txt"
+    lines = annotations.read_text().splitlines()
+    fields = lines[2].split()  # 0.jpg: row 0, in the intact first chunk
+    fields[1] = "1" if fields[1] == "-1" else "-1"
+    annotations.write_text("\n".join([*lines[:2], " ".join(fields), *lines[3:]]) + "\n")
+    result = run("build", source_copy, store, "--shard-size", "4", "--limit", "8", "--resume", "--quiet")
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines() == [
+        f"error: {store}: attributes/c/1/0 is missing; cannot rewrite it from the source: the source's values "
+        "differ from those in the store's other chunks; build the store again with --overwrite"]
+    assert files_of(store) == before
+    annotations.unlink()
+    gone = run("build", source_copy, store, "--shard-size", "4", "--limit", "8", "--resume", "--quiet")
+    assert gone.exit_code == 1 and len(gone.output.splitlines()) == 1, gone.output
+    assert "attributes/c/1/0 is missing; cannot rewrite it" in gone.output and "not in the source" in gone.output
+    assert files_of(store) == before
+
+
 def _replace_jpeg(path: Path) -> None:
     """Other pixels under the same name (and a size that differs, so any stamp sees it)."""
     Image.new("RGB", (512, 512), (200, 10, 10)).save(path, format="JPEG", quality=30)

@@ -23,11 +23,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
+import numpy as np
 import zarr
 from joblib import Parallel, delayed, parallel_config
 from zarr.errors import ContainsArrayAndGroupError, ContainsArrayError, ContainsGroupError
 
-from celebamask.build.arrays import write_annotation_arrays
+from celebamask.build.arrays import ANNOTATION_ARRAYS, COORDINATOR_ARRAYS, annotation_arrays, write_annotation_arrays
 from celebamask.build.fingerprint import (
     Stamps,
     changed_files,
@@ -44,7 +45,7 @@ from celebamask.sources.annotations import BadLines, load_annotations
 from celebamask.sources.index import Sample, SourceIndex, SourceRef, index_source, locate_source
 from celebamask.store.chunks import RowFiles
 from celebamask.store.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
-from celebamask.store.integrity import shard_problems
+from celebamask.store.integrity import chunk_regions, file_problem, shard_problems
 from celebamask.store.layout import (
     bytes_on_disk,
     check_target,
@@ -319,7 +320,10 @@ def _prepare_resume(store: StoreTarget, target: _Target, plan: _Plan, run: _Run,
     lost = _recheck_done_shards(store, group, repair=target.older is None)
     if target.older is not None and lost:
         raise CelebaMaskError(store, f"{target.older}; its shards are not whole: {'; '.join(lost[:3])}")
-    if group.attrs.get("complete") and not lost:
+    rewritten = _recheck_coordinator_arrays(store, group, plan, repair=target.older is None)
+    if target.older is not None and rewritten:
+        raise CelebaMaskError(store, f"{target.older}; its arrays are not whole: {'; '.join(rewritten[:3])}")
+    if group.attrs.get("complete") and not lost and not rewritten:
         return BuildReport(str(store), len(plan.samples), -(-len(plan.samples) // run.shard_size),
                            time.perf_counter() - started, bytes_on_disk(store),
                            skipped=len(group.attrs.get("skipped", [])), already_complete=True)
@@ -568,6 +572,83 @@ def _recheck_done_shards(store: StoreTarget, group: zarr.Group, repair: bool = T
             for shard in rebuild:
                 group["shard_done"][shard] = False  # type: ignore[index]
     return lost
+
+
+def _recheck_coordinator_arrays(store: StoreTarget, group: zarr.Group, plan: _Plan, repair: bool = True) -> list[str]:
+    """The arrays the coordinator wrote when it created the store (sample_id, flags, the annotation
+    arrays) are no shard's: a chunk file of theirs that is missing, empty, truncated or does not
+    decode is rewritten from the source's values (the store no longer complete meanwhile), so a
+    resume never leaves fill values in those rows. Refused, naming the file, when the values
+    cannot be rebuilt (annotation file gone, or no longer what the store's other chunks hold).
+    Returns one line per damaged file; ``repair=False`` only reports."""
+    zarr_store = store.zarr_store(read_only=True)
+    damaged: list[tuple[str, str, tuple[slice, ...]]] = []  # (array, problem line, region)
+    intact: dict[str, list[tuple[slice, ...]]] = {}
+    for name in COORDINATOR_ARRAYS:
+        if name not in group:
+            continue
+        array = group[name]
+        for key, region in chunk_regions(array):
+            problem = file_problem(store, array, key, zarr_store) or _decode_problem(array, region)
+            if problem is None:
+                intact.setdefault(name, []).append(region)
+            else:
+                damaged.append((name, f"{key} {problem}", region))
+    lines = [line for _, line, _ in damaged]
+    if not damaged or not repair:
+        return lines
+    values = _coordinator_values(plan)
+    recorded = dict(group.attrs.get("provenance", {}))
+    for name, line, _ in damaged:
+        reason = _why_not_rewritable(name, group[name], values, intact.get(name, []), recorded, plan)
+        if reason is not None:
+            raise CelebaMaskError(store, f"{line}; cannot rewrite it from the source: {reason}; "
+                                         "build the store again with --overwrite")
+    log.warning("rewriting %d chunk file(s) of the coordinator's arrays that are not whole: %s", len(lines),
+                "; ".join(lines[:5]) + (" …" if len(lines) > 5 else ""))
+    with _writing(store, "the coordinator's arrays"):
+        if group.attrs.get("complete"):
+            group.update_attributes({"complete": False})
+        for name, _, region in damaged:
+            # every chunk stored, even one of fill values only (verify expects each chunk)
+            group[name].with_config({"write_empty_chunks": True})[region] = values[name][region]  # type: ignore[union-attr]
+    return lines
+
+
+def _decode_problem(array: Any, region: tuple[slice, ...]) -> str | None:
+    """A chunk file whose bytes do not decode (its crc32c, its compressed stream) is damaged."""
+    try:
+        array[region]
+    except Exception as exc:  # noqa: BLE001 - whatever the codecs raise is the finding
+        return f"does not decode ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _coordinator_values(plan: _Plan) -> dict[str, np.ndarray]:
+    """What the coordinator writes into its arrays when it creates the store, for these samples."""
+    ids = [s.index for s in plan.samples]
+    flags, _ = known_issue_flags(ids)
+    return {"sample_id": np.asarray(ids, dtype=np.int32), "flags": np.asarray(flags),
+            **{name: np.asarray(spec[0]) for name, spec in annotation_arrays(plan.annotations).items()}}
+
+
+def _why_not_rewritable(name: str, array: Any, values: dict[str, np.ndarray], intact: list[tuple[slice, ...]],
+                        recorded: dict[str, Any], plan: _Plan) -> str | None:
+    """Why the source's values for ``name`` may not replace a damaged chunk (None: they may)."""
+    if name not in values:
+        return "the annotation file it was written from is not in the source any more"
+    if tuple(values[name].shape) != tuple(array.shape):
+        return f"the source gives shape {tuple(values[name].shape)}, the store holds {tuple(array.shape)}"
+    if name in ANNOTATION_ARRAYS and recorded.get("annotation_files") != plan.annotations.provenance():
+        return "the source's annotation files differ from those the store was built from"
+    if name == "flags" and recorded.get("known_issues", {}).get("issues") != \
+            known_issue_flags([s.index for s in plan.samples])[1]["issues"]:
+        return "this celebamask's list of known issues differs from the one the store was built with"
+    for region in intact:
+        stored, fresh = np.asarray(array[region]), values[name][region]
+        if not np.array_equal(stored, fresh, equal_nan=fresh.dtype.kind == "f"):
+            return "the source's values differ from those in the store's other chunks"
+    return None
 
 
 def _check_sample_ids(ref: SourceRef, samples: Sequence[Sample]) -> None:

@@ -30,15 +30,20 @@ def _sharding(array: Any) -> dict[str, Any] | None:
     return None
 
 
+def chunk_regions(array: Any) -> list[tuple[str, tuple[slice, ...]]]:
+    """Each chunk (shard) file's key with the region of the array it holds."""
+    grid = array.metadata.chunk_grid.chunk_shape
+    counts = [-(-n // c) for n, c in zip(array.shape, grid)]
+    return [(f"{array.path}/{array.metadata.encode_chunk_key(coords)}",
+             tuple(slice(k * c, min((k + 1) * c, n)) for k, c, n in zip(coords, grid, array.shape)))
+            for coords in np.ndindex(*counts)]
+
+
 def chunk_keys(array: Any, first_axis_chunk: int | None = None) -> list[str]:
     """The keys of the array's chunk (shard) files; only those of row block ``first_axis_chunk`` if given."""
     grid = array.metadata.chunk_grid.chunk_shape
-    counts = [-(-n // c) for n, c in zip(array.shape, grid)]
-    keys = []
-    for coords in np.ndindex(*counts):
-        if first_axis_chunk is None or (coords and coords[0] == first_axis_chunk):
-            keys.append(f"{array.path}/{array.metadata.encode_chunk_key(coords)}")
-    return keys
+    return [key for key, region in chunk_regions(array)
+            if first_axis_chunk is None or (region and region[0].start == first_axis_chunk * grid[0])]
 
 
 def file_problem(target: StoreTarget, array: Any, key: str, store: Any = None) -> str | None:
