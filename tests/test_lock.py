@@ -73,18 +73,20 @@ def test_a_live_lock_refuses_any_second_build_naming_the_holder(
 ) -> None:
     mark_incomplete(complete_store, unfinished=1)
     before = files_of(complete_store)
-    with store_lock(as_target(complete_store), new_build_id()):  # this process is the live holder
-        result = run("build", synthetic_source, complete_store, "--shard-size", "4", "--limit", "8", "--quiet", *mode)
+    store = complete_store
+    with store_lock(as_target(store), new_build_id()):  # this process is the live holder
+        result = run("build", synthetic_source, store, "--shard-size", "4", "--limit", "8", "--quiet", *mode)
         assert result.exit_code == 1
         assert len(result.output.splitlines()) == 1 and result.output.startswith(
-            f"error: {complete_store}: locked by another build (pid {os.getpid()} on {socket.gethostname()}, started "
+            f"error: {store}: locked by another build (pid {os.getpid()} on {socket.gethostname()}, started "
         ), result.output
-        assert "wait for it to finish" in result.output and str(lock_file(complete_store)) in result.output
-        broken = run("build", synthetic_source, complete_store, "--shard-size", "4", "--limit", "8", "--quiet",
+        assert "wait for it to finish" in result.output and str(lock_file(store)) in result.output
+        assert "--break-lock" not in result.output  # a live build on this host is never broken
+        broken = run("build", synthetic_source, store, "--shard-size", "4", "--limit", "8", "--quiet",
                      "--break-lock", *mode)
         assert broken.exit_code == 1 and "locked by another build" in broken.output  # a live holder is never broken
     assert files_of(complete_store) == before
-    assert not lock_file(complete_store).exists()  # released by its holder
+    assert not lock_file(store).exists()  # released by its holder
 
 
 def test_a_stale_lock_of_a_dead_build_is_recognised_and_taken_over(
@@ -111,10 +113,42 @@ def test_break_lock_removes_a_lock_that_cannot_be_judged_from_here(
     assert refused.exit_code == 1 and len(refused.output.splitlines()) == 1
     assert ("pass --break-lock" if holder == "unreadable" else "locked by another build (pid 1 on node-that") \
         in refused.output, refused.output
+    assert "pass --break-lock" in refused.output  # the way out, for another host's lock too
     assert not store.exists()
     built = run("build", synthetic_source, store, "--limit", "4", "--quiet", "--break-lock")
     assert built.exit_code == 0 and built.output.startswith("built "), built.output
     assert not lock_file(store).exists() and open_store(store).complete
+
+
+def test_the_lock_is_keyed_on_the_real_path_so_a_symlink_cannot_bypass_it(
+    synthetic_source: Path, complete_store: Path, tmp_path: Path
+) -> None:
+    mark_incomplete(complete_store, unfinished=1)
+    link = tmp_path / "link.zarr"
+    link.symlink_to(complete_store)
+    before = files_of(complete_store)
+    with store_lock(as_target(complete_store), new_build_id()):
+        for mode in (["--resume"], ["--overwrite"]):
+            result = run("build", synthetic_source, link, "--shard-size", "4", "--limit", "8", "--quiet", *mode)
+            assert result.exit_code == 1, result.output
+            assert len(result.output.splitlines()) == 1 and result.output.startswith(
+                f"error: {link}: locked by another build (pid {os.getpid()} on "), result.output
+            assert str(lock_file(complete_store)) in result.output
+        assert not lock_file(link).exists()
+    assert files_of(complete_store) == before
+
+
+def test_a_plain_rerun_after_a_killed_build_is_one_already_exists_line(
+    synthetic_source: Path, complete_store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stale lock is not looked at before the store is refused: no takeover warning first."""
+    mark_incomplete(complete_store, unfinished=1)
+    write_lock(complete_store, dead_pid(), socket.gethostname())
+    stale = lock_file(complete_store).read_bytes()
+    result = run("build", synthetic_source, complete_store, "--shard-size", "4", "--limit", "8", "--quiet")
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [f"error: {complete_store}: already exists; pass --overwrite to replace it"]
+    assert "removed the lock" not in caplog.text and lock_file(complete_store).read_bytes() == stale
 
 
 # --------------------------------------------------------------------------- --overwrite
@@ -156,6 +190,62 @@ def test_overwrite_refuses_a_symlink_to_the_source_or_to_a_store(
     assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
     assert files_of(source_copy) == before_source and files_of(complete_store) == before_store
     assert to_source.is_symlink() and to_store.is_symlink()
+
+
+def _put_mine(store: Path, outside: Path, what: str) -> str:
+    """Put something of the user's into a store; returns how the refusal names it."""
+    outside.mkdir()
+    (outside / "precious.txt").write_text("kept")
+    if what == "file in label/c":
+        (store / "label" / "c" / "mine.txt").write_text("mine")
+        return "label/c/mine.txt"
+    if what == "chunk key beyond the grid":  # 2 shards at --limit 8 --shard-size 4
+        (store / "label" / "c" / "7" / "0").mkdir(parents=True)
+        (store / "label" / "c" / "7" / "0" / "0").write_bytes(b"not ours")
+        return "label/c/7/0/0"
+    if what == "chunk key of another rank":
+        (store / "sample_id" / "c" / "x").write_bytes(b"not ours")
+        return "sample_id/c/x"
+    if what == "empty folder":
+        (store / "mine").mkdir()
+        return "mine/"
+    if what == "top-level symlink":
+        (store / "link").symlink_to(outside)
+        return "link"
+    (store / "label" / "c" / "link").symlink_to(outside / "precious.txt")  # a symlink inside label/c
+    return "label/c/link"
+
+
+@pytest.mark.parametrize("what", ["file in label/c", "chunk key beyond the grid", "chunk key of another rank",
+                                  "empty folder", "top-level symlink", "symlink in label/c"])
+def test_overwrite_refuses_a_store_holding_the_users_files_anywhere(
+    synthetic_source: Path, complete_store: Path, tmp_path: Path, what: str
+) -> None:
+    """Inside an array's folder only its zarr.json and the chunk keys of its grid are the store's own."""
+    named = _put_mine(complete_store, tmp_path / "outside", what)
+    before = files_of(complete_store)
+    links = sorted(p for p in complete_store.rglob("*") if p.is_symlink() or p.is_dir())
+    result = run("build", synthetic_source, complete_store, "--limit", "4", "--overwrite", "--quiet")
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines() == [f"error: {complete_store}: holds files that are not part of the store: "
+                                          f"{named}; refusing to overwrite it"]
+    assert files_of(complete_store) == before
+    assert sorted(p for p in complete_store.rglob("*") if p.is_symlink() or p.is_dir()) == links
+    assert (tmp_path / "outside" / "precious.txt").read_text() == "kept"
+    assert len(open_store(complete_store)) == 8  # the old store, untouched
+
+
+def test_overwrite_replaces_a_store_holding_only_its_own_files_and_temporaries(
+    synthetic_source: Path, complete_store: Path
+) -> None:
+    """A killed writer's temporary beside a chunk and a chunk folder left empty are the store's own."""
+    (complete_store / "label" / "c" / "0" / "0" / "0.4242.partial").write_bytes(b"half")
+    for chunk in (complete_store / "label" / "c" / "1" / "0").iterdir():
+        chunk.unlink()
+    result = run("build", synthetic_source, complete_store, "--limit", "4", "--overwrite", "--quiet")
+    assert result.exit_code == 0 and result.output.startswith("built "), result.output
+    assert len(open_store(complete_store)) == 4
+    assert not (complete_store / "label" / "c" / "1").exists()
 
 
 # --------------------------------------------------------------------------- --resume

@@ -63,7 +63,7 @@ from celebamask.store.layout import (
     remove_partial_writes,
 )
 from celebamask.store.location import StoreTarget, as_target
-from celebamask.store.lock import new_build_id, store_lock
+from celebamask.store.lock import held_by_another, new_build_id, store_lock
 from celebamask.store.owner import BUILD_ID
 from celebamask.store.shards import row_files
 
@@ -150,6 +150,10 @@ def build_store(
     target = as_target(store, storage_options)
     if target.is_local and not os.path.isdir(os.path.dirname(target.url)):
         raise CelebaMaskError(target, f"cannot create store: parent folder {os.path.dirname(target.url)} does not exist")
+    if not options.get("resume") and not options.get("overwrite") and not held_by_another(target, break_lock):
+        # an existing store is refused in one line before a lock this build may take over (a
+        # killed build's) is taken over with a warning; checked again under the lock
+        check_target(target, overwrite=False)
     build_id = new_build_id()
     with store_lock(target, build_id, break_lock=break_lock):
         return _build_store(source, target, build_id=build_id, **options)

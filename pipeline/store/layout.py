@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,10 @@ def check_target(path: StoreTarget | str | Path, overwrite: bool, keep: Sequence
     if state not in ("created", "creating"):
         raise CelebaMaskError(target, "exists and is not a celebamask store (no 'layout' attribute "
                                       f"{LAYOUT!r}); refusing to overwrite it")
-    others = foreign_keys(target)
+    others = foreign_keys(target, creating=state == "creating")
     if others:
-        shown = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
-        raise CelebaMaskError(target, f"holds files that are not part of the store ({shown}); refusing to overwrite it")
+        shown = ", ".join(others[:3]) + (f", … ({len(others)} in all)" if len(others) > 3 else "")
+        raise CelebaMaskError(target, f"holds files that are not part of the store: {shown}; refusing to overwrite it")
     return True
 
 
@@ -120,15 +121,66 @@ def _is_within(inner: str, outer: str) -> bool:
     return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
 
 
-def foreign_keys(path: StoreTarget | str | Path) -> list[str]:
-    """Keys of the store that belong to none of its Zarr nodes: a user's own files put inside it.
-    Ours are the group's ``zarr.json``, everything under a top-level node (a folder with its own
-    ``zarr.json``), and the temporaries of a killed writer."""
+def foreign_keys(path: StoreTarget | str | Path, creating: bool = False) -> list[str]:
+    """What the store holds that is not its own: a user's files (or, in a local folder, symbolic
+    links and empty folders) put inside it, which ``--overwrite`` must never delete. Its own are
+    the ``zarr.json`` of the group and of each node zarr finds in it, each array's chunk keys (the
+    ``c/<i>/<j>…`` of its chunk grid: as many indices as dimensions, each inside the grid), the
+    source stamps, and the temporaries (``*.partial``) of a killed writer."""
     target = as_target(path)
-    keys = target.list_keys()
-    nodes = {key.split("/", 1)[0] for key in keys if key.count("/") == 1 and key.endswith("/zarr.json")}
-    return [key for key in keys if key != "zarr.json" and key not in STORE_FILES
-            and key.split("/", 1)[0] not in nodes and not key.endswith(PARTIAL_SUFFIX)]
+    if target.is_local:
+        keys, links, empty = _walk_local(target.url)
+    else:
+        keys, links, empty = target.list_keys(), [], []
+    own = _own_keys(target)
+    if own is None:  # no group yet (killed while creating it): only writers' temporaries are ours
+        return sorted([k for k in keys if not k.endswith(PARTIAL_SUFFIX)] + links
+                      + [f"{d}/" for d in empty if not (creating and "/" not in d)])
+    folders = {prefix for key in own for prefix in _ancestors(key)}
+    others = [key for key in keys if key not in own and not key.endswith(PARTIAL_SUFFIX)]
+    # a store killed while being created may hold a node's folder before its zarr.json
+    return sorted(others + links + [f"{d}/" for d in empty if d not in folders and not (creating and "/" not in d)])
+
+
+def _ancestors(key: str) -> list[str]:
+    parts = key.split("/")[:-1]
+    return ["/".join(parts[: k + 1]) for k in range(len(parts))]
+
+
+def _own_keys(target: StoreTarget) -> set[str] | None:
+    """The keys the store's own nodes may hold, or None when it has no group metadata yet."""
+    from celebamask.store.integrity import chunk_keys
+
+    if not is_store(target):
+        return None
+    try:
+        with warnings.catch_warnings():  # the stamps file is no Zarr node: zarr warns while listing
+            warnings.simplefilter("ignore")
+            members = target.open_group(mode="r").members(max_depth=None)
+    except Exception as exc:  # noqa: BLE001 - metadata zarr cannot read: nothing can be judged
+        raise CelebaMaskError(target, f"cannot list its arrays ({type(exc).__name__}: {exc}); refusing to overwrite it") from exc
+    own = {"zarr.json", SOURCE_STAMPS_KEY, *STORE_FILES}
+    for _, node in members:
+        own.add(f"{node.path}/zarr.json")
+        if isinstance(node, zarr.Array):
+            own.update(chunk_keys(node))
+    return own
+
+
+def _walk_local(root: str) -> tuple[list[str], list[str], list[str]]:
+    """(regular files, symbolic links, empty folders) under ``root``, relative, links not followed."""
+    files, links, empty = [], [], []
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        relative = os.path.relpath(folder, root)
+        prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
+        for name in list(dirs) + names:
+            if os.path.islink(os.path.join(folder, name)):
+                links.append(prefix + name)
+            elif name in names:
+                files.append(prefix + name)
+        if not dirs and not names and prefix:
+            empty.append(prefix.rstrip("/"))
+    return files, links, empty
 
 
 def recorded_build_id(path: StoreTarget | str | Path) -> str | None:

@@ -48,7 +48,11 @@ class LockOwner:
 
 
 def lock_location(target: StoreTarget) -> str:
-    """Where the lock of ``target`` lives: ``STORE.lock`` beside it."""
+    """Where the lock of ``target`` lives: ``STORE.lock`` beside it. A local store's is keyed on
+    its real path (symbolic links resolved): a build through a link to the store takes the same
+    lock as one naming the store itself."""
+    if target.is_local:
+        return os.path.realpath(target.url) + LOCK_SUFFIX
     return target.url.rstrip("/") + LOCK_SUFFIX
 
 
@@ -155,8 +159,27 @@ def _refusal(target: StoreTarget, location: str, owner: LockOwner | None) -> Cel
     if is_stale(owner):
         return CelebaMaskError(target, f"locked by a build that is no longer running ({owner.describe()}): "
                                        f"a stale lock; pass --break-lock to remove {location}")
+    if owner.host != socket.gethostname():  # cannot be judged from here: the user may vouch for it
+        return CelebaMaskError(target, f"locked by another build ({owner.describe()}); wait for it to finish or stop "
+                                       f"it; if no build runs on {owner.host} any more, pass --break-lock "
+                                       f"(lock file {location})")
     return CelebaMaskError(target, f"locked by another build ({owner.describe()}); wait for it to finish or stop it "
                                    f"(lock file {location})")
+
+
+def _may_take_over(owner: LockOwner | None, break_lock: bool) -> bool:
+    """A holder proven gone (this host, pid dead or reused) cannot be writing; with ``break_lock``
+    the user vouches for one that cannot be judged from here. A live build on this host, never."""
+    if owner is not None and is_stale(owner):
+        return True
+    return break_lock and (owner is None or owner.host != socket.gethostname())
+
+
+def held_by_another(target: StoreTarget, break_lock: bool = False) -> bool:
+    """True when ``target``'s lock is there and this build could not take it over: it would be
+    refused naming the holder."""
+    text = _Backend(target).read()
+    return text is not None and not _may_take_over(_parse(text), break_lock)
 
 
 @contextmanager
@@ -176,10 +199,7 @@ def store_lock(target: StoreTarget, build_id: str, break_lock: bool = False) -> 
             owner = _parse(text) if text is not None else None
             # A holder proven gone (this host, pid dead or reused) cannot be writing: a killed build
             # must be resumable as it is, so its lock is taken over and the takeover reported.
-            stale = owner is not None and is_stale(owner)
-            if stale or break_lock:
-                if not stale and owner is not None and owner.host == socket.gethostname():
-                    raise _refusal(target, backend.path, owner)
+            if _may_take_over(owner, break_lock):
                 log.warning("%s: removed the lock of a build that is no longer running (%s)", target,
                             owner.describe() if owner is not None else "unreadable lock file")
                 backend.remove()
