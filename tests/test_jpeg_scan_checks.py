@@ -236,6 +236,34 @@ def test_decoded_as_it_comes_a_bad_code_goes_unnoticed() -> None:
     assert silent >= 1, silent  # (most are caught anyway: the decoder, out of step, meets other damage)
 
 
+def _without_flat_block_codes() -> bytes:
+    """A greyscale JPEG whose optimised tables have no DC difference 0 and no end-of-block: each
+    8×8 block one step brighter than the last, and a zero-mean checker in every block up to its
+    last coefficient (the rewrite's added row cannot be coded with such tables)."""
+    y, x = np.mgrid[:256, :256]
+    steps = ((y // 8) * 32 + x // 8) % 27 * 8 + 20
+    signs = np.random.default_rng(0).choice([1, -1], size=(32, 32)).repeat(8, 0).repeat(8, 1)
+    pixels = (steps + np.where((x + y) % 2 == 0, 18, -18) * signs).clip(0, 255).astype(np.uint8)
+    return _save(Image.fromarray(pixels, "L"), optimize=True)
+
+
+def test_tables_without_a_flat_blocks_codes_still_have_their_codes_checked() -> None:
+    data = _without_flat_block_codes()
+    _, _, bits, symbols = _first_scan(data)  # the walk: every code defined, nothing left over
+    assert symbols and len(bits) - (symbols[-1][0] + symbols[-1][1]) < 64
+    np.testing.assert_array_equal(decode_image(data, "t.jpg", 256),
+                                  simplejpeg.decode_jpeg(data, min_height=256, min_width=256, strict=True))
+    rng = np.random.default_rng(17)
+    silent = 0
+    for number in range(8):
+        damaged, at = with_a_bad_code(data, rng)
+        path = f"fuzz/no flat codes {number} at byte {at}.jpg"
+        with pytest.raises(CelebaMaskError, match="^" + re.escape(path) + ": .*bad Huffman code"):
+            decode_image(damaged, path, 256)
+        silent += _decodes_without_a_word(damaged)
+    assert silent, "libjpeg alone must miss some of these, or the test shows nothing"
+
+
 def test_the_round_trip_through_the_walk_changes_nothing() -> None:
     """The damage is only the sixteen bits: the same rewrite without them gives the file back."""
     for _, original, _ in CORPUS:

@@ -19,9 +19,10 @@ the added row sits below the image: where nothing is interpolated vertically fro
 in its IDCT instead where it can, as for 4:2:0 decoded at 1/2) the rewritten file's pixels are
 the original's, the added row cut off. Elsewhere (4:2:0 at full scale, 4:4:0, a frame that is not
 square) the pixels come from the file with only a restart interval added, and the rewritten file
-is decoded a second time at 1/8 scale for its warnings alone. A file with restart intervals of
-its own, a progressive one (its scans always take the careful path), one whose tables lack a flat
-block's codes or whose markers are damaged is decoded as it is, for libjpeg to judge.
+is decoded a second time at 1/8 scale for its warnings alone. A file whose tables lack a flat
+block's codes gets the restart interval alone (its codes checked, not where its scans end); one
+with restart intervals of its own, a progressive one (its scans always take the careful path) or
+one whose markers are damaged is decoded as it is, for libjpeg to judge.
 """
 
 from __future__ import annotations
@@ -56,15 +57,20 @@ def rewritten_for_checks(data: bytes, scale_eighths: int) -> RewrittenJpeg:
     """``data`` rewritten as the module says, for a decode at ``scale_eighths``/8. Where the added
     row would change the image's bottom rows (vertical chroma upsampling at this scale, a frame
     that is not square) the pixels come from ``data`` with only a restart interval, and the
-    rewritten file is a second decode, for its warnings only. ``data`` itself where it cannot be
-    rewritten (progressive, restart intervals of its own, damaged markers: libjpeg judges it)."""
+    rewritten file is a second decode, for its warnings only. Only the restart interval where the
+    added row cannot be coded (a table without a flat block's codes, a scan past the interval's
+    limit); ``data`` itself where the file cannot be read for a rewrite (progressive, restart
+    intervals of its own, damaged markers: libjpeg judges it)."""
     try:
         layout = _read_layout(data)
-        if layout.restart_interval:
-            return RewrittenJpeg(data, False)  # restarts already take the careful path
-        checked = _with_scan_ends_checked(data, layout)
     except _NotRewritable:
         return RewrittenJpeg(data, False)
+    if layout.restart_interval:
+        return RewrittenJpeg(data, False)  # restarts already take the careful path
+    try:
+        checked = _with_scan_ends_checked(data, layout)
+    except _NotRewritable:
+        return RewrittenJpeg(_with_restart_interval_only(data, layout), False)  # the Huffman codes still checked
     if _bottom_row_is_independent(layout, scale_eighths):
         return RewrittenJpeg(checked, True)
     return RewrittenJpeg(_with_restart_interval_only(data, layout), False, check=checked)
