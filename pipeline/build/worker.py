@@ -25,7 +25,7 @@ from celebamask.errors import CelebaMaskError
 from celebamask.sources.index import Sample, SourceFiles, SourceRef
 from celebamask.store.chunks import RowFiles, RowWriter, cannot_write_shard
 from celebamask.store.maskbits import MASK_BITS, bit_areas, bit_masks_or, resize_label
-from celebamask.store.owner import GROUP_METADATA, build_id_in, local_build_id, replaced_store
+from celebamask.store.owner import local_build_id, replaced_store, stored_build_id
 
 if TYPE_CHECKING:
     from celebamask.store.location import StoreTarget
@@ -69,13 +69,7 @@ def ensure_still_owned(store: StoreTarget | Mapping[str, RowFiles], owner: Shard
     if owner.coordinator is not None and owner.coordinator not in (os.getpid(), os.getppid()):
         raise CelebaMaskError(where, f"the build that handed out this shard (coordinator pid {owner.coordinator}) is "
                                      "no longer running: nobody would record the shard, so it is not written")
-    if isinstance(store, Mapping):
-        found = local_build_id(where)
-    else:
-        try:
-            found = build_id_in(store.read_key(GROUP_METADATA))
-        except OSError:
-            found = None
+    found = local_build_id(where) if isinstance(store, Mapping) else stored_build_id(store)
     if found != owner.build_id:
         raise replaced_store(where, found, owner.build_id)
 

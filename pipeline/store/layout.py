@@ -29,7 +29,7 @@ from celebamask.store.codecs import (
     parse_image_codec,
 )
 from celebamask.store.location import StoreTarget, as_target
-from celebamask.store.owner import GROUP_METADATA, build_id_in, replaced_store
+from celebamask.store.owner import replaced_store, stored_build_id
 from celebamask.store.shards import row_files
 
 # Bump when the arrays or attributes change meaning. 2: CF attributes and coordinates, per-sample
@@ -185,10 +185,7 @@ def _walk_local(root: str) -> tuple[list[str], list[str], list[str]]:
 
 def recorded_build_id(path: StoreTarget | str | Path) -> str | None:
     """The build id in the store's group metadata as it is now (read afresh, never cached)."""
-    try:
-        return build_id_in(as_target(path).read_key(GROUP_METADATA))
-    except OSError:
-        return None
+    return stored_build_id(as_target(path))
 
 
 def ensure_same_build(path: StoreTarget | str | Path, build_id: str) -> None:

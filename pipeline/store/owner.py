@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 from celebamask.errors import CelebaMaskError
 
@@ -20,6 +21,15 @@ def build_id_in(metadata: bytes) -> str | None:
     except (ValueError, AttributeError):
         return None
     return found if isinstance(found, str) else None
+
+
+def stored_build_id(target: Any) -> str | None:
+    """The build id of the store ``target`` (a StoreTarget: anything with ``read_key``) as it is now,
+    read afresh (None if it is gone)."""
+    try:
+        return build_id_in(target.read_key(GROUP_METADATA))
+    except OSError:
+        return None
 
 
 def local_build_id(folder: str) -> str | None:
