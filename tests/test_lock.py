@@ -265,6 +265,47 @@ def test_resume_rebuilds_a_lost_shard_file_of_a_complete_store(synthetic_source:
     assert run("verify", complete_store, "--quiet").exit_code == 0
 
 
+@pytest.mark.parametrize("unfinished", [False, True])
+@pytest.mark.parametrize("name", ["label", "masks", "attributes"])
+def test_resume_refuses_a_store_that_lost_an_arrays_metadata_and_overwrite_replaces_it(
+    synthetic_source: Path, complete_store: Path, name: str, unfinished: bool
+) -> None:
+    """A lost zarr.json hides its array from zarr: a resume must not call the store up to date,
+    nor build on without that array; --overwrite still takes the store (its orphaned chunk files
+    are its own), and the store it builds is the clean one."""
+    clean = zarr.open_group(complete_store, mode="r")
+    expected = {key: np.asarray(clean[key][:]) for key in ("label", "masks", "attributes")}
+    (complete_store / name / "zarr.json").unlink()
+    if unfinished:
+        mark_incomplete(complete_store, unfinished=1)
+    options = ("--shard-size", "4", "--limit", "8", "--quiet")
+    result = run("build", synthetic_source, complete_store, *options, "--resume")
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--overwrite" in lines[0], result.output
+    if unfinished:
+        assert f"{complete_store}/{name}: array is missing" in lines[0], lines[0]
+    else:
+        assert "is marked complete, but its metadata" in lines[0], lines[0]
+    replaced = run("build", synthetic_source, complete_store, *options, "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    store = zarr.open_group(complete_store, mode="r")
+    for key, values in expected.items():
+        np.testing.assert_array_equal(np.asarray(store[key][:]), values, err_msg=key)
+    assert run("verify", complete_store, "--quiet").exit_code == 0
+
+
+def test_overwrite_still_refuses_a_users_file_among_orphaned_chunks(synthetic_source: Path,
+                                                                     complete_store: Path) -> None:
+    """Only chunk keys (c/<digits>/...) of an array a build creates count as the store's own."""
+    (complete_store / "label" / "zarr.json").unlink()
+    mine = complete_store / "label" / "c" / "notes.txt"
+    mine.write_text("mine")
+    result = run("build", synthetic_source, complete_store, "--limit", "4", "--overwrite", "--quiet")
+    assert result.exit_code == 1 and "label/c/notes.txt" in result.output, result.output
+    assert mine.read_text() == "mine"
+
+
 def _damage(path: Path, how: str) -> None:
     if how == "missing":
         path.unlink()

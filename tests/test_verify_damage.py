@@ -156,3 +156,14 @@ def test_samples_without_source_when_the_recorded_source_is_gone(built_store: Pa
     assert result.exit_code == 1
     assert result.output.splitlines() == [f"error: {gone}: the store's recorded source is not there; "
                                           "pass --source SRC with --samples"], result.output
+
+
+@pytest.mark.parametrize("name", ["masks", "flags", "class_area", "class_present_unpainted", "label"])
+def test_an_array_whose_metadata_was_lost_is_named(built_store: Path, tmp_path: Path, name: str) -> None:
+    """A lost zarr.json hides the array from zarr (its chunks then read as nothing at all): verify
+    names the array, besides the metadata checksum that no longer matches."""
+    store = _damaged_copy(built_store, tmp_path)
+    (store / name / "zarr.json").unlink()
+    problems = _problems(store)
+    assert f"{store}/{name}: array is missing" in problems, problems
+    assert problems[0].startswith(f"{store}: metadata (its zarr.json files) differ"), problems

@@ -9,9 +9,8 @@ import zarr
 
 from celebamask.dataset import POSE_NAMES, SPLIT_NAMES, SPLIT_STARTS
 from celebamask.sources.annotations import Annotations
-from celebamask.store.layout import cf_flag_meanings, create_whole_array
+from celebamask.store.layout import ANNOTATION_ARRAYS, cf_flag_meanings, create_whole_array
 
-ANNOTATION_ARRAYS = ("celeba_index", "celeba_file", "split", "attributes", "pose")
 # Every array the coordinator writes in full when it creates the store (workers never touch them).
 COORDINATOR_ARRAYS = ("sample_id", "flags", *ANNOTATION_ARRAYS)
 

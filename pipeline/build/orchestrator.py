@@ -47,6 +47,7 @@ from celebamask.store.chunks import RowFiles
 from celebamask.store.codecs import DEFAULT_IMAGE_CODEC, parse_image_codec
 from celebamask.store.integrity import chunk_regions, file_problem, shard_problems
 from celebamask.store.layout import (
+    METADATA_DIGEST,
     bytes_on_disk,
     check_target,
     create_class_arrays,
@@ -57,9 +58,11 @@ from celebamask.store.layout import (
     done_shards,
     ensure_same_build,
     is_store,
+    layout_arrays,
     layout_problem,
     mark_complete,
     mark_shard_done,
+    metadata_digest,
     remove_partial_writes,
 )
 from celebamask.store.location import StoreTarget, as_target
@@ -321,6 +324,7 @@ def _prepare_resume(store: StoreTarget, target: _Target, plan: _Plan, run: _Run,
                     started: float) -> tuple[zarr.Group, dict[str, Any]] | BuildReport:
     """The unfinished store reopened for this build, or the report of one with nothing to do."""
     group = _reopen_for_resume(store, run.class_config, run.options, plan.source_record, plan.stamps, plan.samples)
+    _check_resumable_whole(store, group, plan, run)
     lost = _recheck_done_shards(store, group, repair=target.older is None)
     if target.older is not None and lost:
         raise CelebaMaskError(store, f"{target.older}; its shards are not whole: {'; '.join(lost[:3])}")
@@ -534,6 +538,27 @@ def _reopen_for_resume(store: StoreTarget, config: ClassConfig, options: dict[st
     if not group.attrs.get("complete"):
         remove_partial_writes(store)
     return group
+
+
+def _check_resumable_whole(store: StoreTarget, group: zarr.Group, plan: _Plan, run: _Run) -> None:
+    """A store whose metadata is not the build's cannot be repaired by a resume: a complete one
+    must still match the metadata digest recorded with ``complete``, an unfinished one must hold
+    every array the build creates (a lost ``zarr.json`` hides an array from zarr)."""
+    if group.attrs.get("complete"):
+        recorded = group.attrs.get(METADATA_DIGEST)
+        if isinstance(recorded, str) and metadata_digest(store) != recorded:  # none from an older celebamask
+            raise CelebaMaskError(store, "is marked complete, but its metadata (zarr.json files) differ from what "
+                                         "its build recorded (damaged, or edited since); `celebamask verify` lists "
+                                         "the problems; build the store again with --overwrite")
+        return
+    expected = list(layout_arrays(run.masks))
+    if dict(group.attrs.get("provenance", {})).get("annotation_files") == plan.annotations.provenance():
+        expected += list(annotation_arrays(plan.annotations))
+    missing = [name for name in expected if name not in group]
+    if missing:
+        more = f", and {len(missing) - 1} more ({', '.join(missing[1:4])})" if len(missing) > 1 else ""
+        raise CelebaMaskError(f"{store}/{missing[0]}", f"array is missing (its zarr.json is gone or damaged){more}; "
+                                                       "cannot resume the store; build it again with --overwrite")
 
 
 def _adopt_build_id(store: StoreTarget, group: zarr.Group, build_id: str) -> zarr.Group:

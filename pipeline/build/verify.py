@@ -25,7 +25,15 @@ from celebamask.config import LABEL_FILL, ClassConfig, parse_config
 from celebamask.errors import CelebaMaskError
 from celebamask.sources.index import index_source, locate_source
 from celebamask.store.integrity import chunk_keys, file_problem
-from celebamask.store.layout import LAYOUT, METADATA_DIGEST, OLDER_LAYOUTS, creation_state, metadata_digest
+from celebamask.store.layout import (
+    CORE_ARRAYS,
+    LAYOUT,
+    METADATA_DIGEST,
+    OLDER_LAYOUTS,
+    creation_state,
+    layout_arrays,
+    metadata_digest,
+)
 from celebamask.store.location import StoreTarget, as_target
 
 REQUIRED_ATTRIBUTES = ("layout", "classes", "paint_order", "background", "size", "shard_size", "provenance")
@@ -61,9 +69,10 @@ def verify_store(
             arrays: dict[str, Any] = dict(group.arrays())
     except Exception as exc:  # noqa: BLE001 - damaged array metadata is the finding
         return problems + [f"{location}: cannot read the arrays' metadata ({type(exc).__name__}: {exc})"]
-    absent = [name for name in ("image", "label", "sample_id", "valid", "shard_done") if name not in arrays]
+    absent = [name for name in CORE_ARRAYS if name not in arrays]
     if absent:
         return problems + [f"{location}/{name}: array is missing" for name in absent]
+    problems += [f"{location}/{name}: array is missing" for name in _layout_arrays(attrs) if name not in arrays]
     if complete:  # an unfinished build has not written them all yet
         problems += _check_chunks_stored(location, arrays, set(keys))
     files = _FileCheck(location, target, complete)
@@ -283,6 +292,13 @@ def _skipped_rows(skipped: Any) -> set[int] | None:
     if not isinstance(skipped, list) or not all(isinstance(entry, dict) for entry in skipped):
         return None
     return {entry["sample"] for entry in skipped if _int(entry.get("sample")) is not None}
+
+
+def _layout_arrays(attrs: dict[str, Any]) -> tuple[str, ...]:
+    """What a store of this layout holds whatever its source (an older layout's may lack some)."""
+    if attrs.get("layout") != LAYOUT:
+        return ()
+    return layout_arrays(_dict(_dict(attrs.get("provenance")).get("options")).get("masks") is not False)
 
 
 def _check_metadata(location: str, target: StoreTarget, attrs: dict[str, Any], keys: list[str]) -> list[str]:

@@ -44,6 +44,8 @@ SOURCE_STAMPS_GROUP = "source_stamps"
 SOURCE_STAMPS_KEY = f"{SOURCE_STAMPS_GROUP}/stamps.json.gz"
 LAYOUT1_SOURCE_STAMPS_KEY = "source_stamps.json.gz"  # where layout 1 kept them
 STORE_FILES = (LAYOUT1_SOURCE_STAMPS_KEY,)  # files of a store that belong to no Zarr node
+ANNOTATION_ARRAYS = ("celeba_index", "celeba_file", "split", "attributes", "pose")
+CORE_ARRAYS = ("image", "label", "sample_id", "valid", "shard_done")  # in every layout's store
 SAMPLE_COORDINATES = "sample_id"  # CF ``coordinates`` of every per-sample array
 
 
@@ -125,14 +127,15 @@ def foreign_keys(path: StoreTarget | str | Path, creating: bool = False) -> list
     """What the store holds that is not its own: a user's files (or, in a local folder, symbolic
     links and empty folders) put inside it, which ``--overwrite`` must never delete. Its own are
     the ``zarr.json`` of the group and of each node zarr finds in it, each array's chunk keys (the
-    ``c/<i>/<j>…`` of its chunk grid: as many indices as dimensions, each inside the grid), the
+    ``c/<i>/<j>…`` of its chunk grid: as many indices as dimensions, each inside the grid; also
+    the chunk keys under the name of an array a build creates whose zarr.json was lost), the
     source stamps, and the temporaries (``*.partial``) of a killed writer."""
     target = as_target(path)
     if target.is_local:
         keys, links, empty = _walk_local(target.url)
     else:
         keys, links, empty = target.list_keys(), [], []
-    own = _own_keys(target)
+    own = _own_keys(target, keys)
     if own is None:  # no group yet (killed while creating it): only writers' temporaries are ours
         return sorted([k for k in keys if not k.endswith(PARTIAL_SUFFIX)] + links
                       + [f"{d}/" for d in empty if not (creating and "/" not in d)])
@@ -147,7 +150,7 @@ def _ancestors(key: str) -> list[str]:
     return ["/".join(parts[: k + 1]) for k in range(len(parts))]
 
 
-def _own_keys(target: StoreTarget) -> set[str] | None:
+def _own_keys(target: StoreTarget, keys: Sequence[str]) -> set[str] | None:
     """The keys the store's own nodes may hold, or None when it has no group metadata yet."""
     from celebamask.store.integrity import chunk_keys
 
@@ -164,7 +167,17 @@ def _own_keys(target: StoreTarget) -> set[str] | None:
         own.add(f"{node.path}/zarr.json")
         if isinstance(node, zarr.Array):
             own.update(chunk_keys(node))
+    nodes = {node.path for _, node in members}
+    own.update(key for key in keys if _orphaned_chunk_key(key, nodes))
     return own
+
+
+def _orphaned_chunk_key(key: str, nodes: set[str]) -> bool:
+    """A chunk key (``<array>/c/<i>/<j>…``) of an array a build creates whose zarr.json is lost."""
+    parts = key.split("/")
+    built = parts[0] in layout_arrays(masks=True) or parts[0] in ANNOTATION_ARRAYS
+    return (len(parts) >= 3 and built and parts[0] not in nodes and parts[1] == "c"
+            and all(part.isdigit() for part in parts[2:]))
 
 
 def _walk_local(root: str) -> tuple[list[str], list[str], list[str]]:
@@ -459,6 +472,12 @@ def create_class_arrays(group: zarr.Group, config: ClassConfig, count: int, shar
 
 
 UNPAINTED_ARRAYS = ("class_present_unpainted", "class_area_unpainted")
+
+
+def layout_arrays(masks: bool) -> tuple[str, ...]:
+    """The arrays every build of this layout creates whatever its source (the annotation arrays
+    only from the annotation files it finds); ``masks`` False: built with ``--no-masks``."""
+    return (*CORE_ARRAYS, "flags", *CLASS_ARRAYS, *UNPAINTED_ARRAYS, *(("masks",) if masks else ()))
 
 
 def create_mask_arrays(group: zarr.Group, count: int, size: int, shard_size: int, keep_masks: bool) -> None:
