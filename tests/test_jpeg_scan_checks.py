@@ -396,3 +396,80 @@ def test_cjpegs_multi_scan_sequential_jpegs_are_checked_scan_by_scan(tmp_path: P
     simplejpeg.decode_jpeg(damaged, min_height=store_size, min_width=store_size, strict=True)  # libjpeg: not a word
     with pytest.raises(CelebaMaskError, match="^m.jpg: .*damaged scan data"):
         decode_image(damaged, "m.jpg", store_size)
+
+
+# --------------------------------------------------------------------------- markers libjpeg skips
+
+
+def _first_sos(data: bytes) -> int:
+    position = 2
+    while data[position + 1] != 0xDA:
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return position
+
+
+def _before_first_scan(segment: bytes):  # type: ignore[no-untyped-def]
+    return lambda data: data[: _first_sos(data)] + segment + data[_first_sos(data) :]
+
+
+def _before_the_end(segment: bytes):  # type: ignore[no-untyped-def]
+    return lambda data: data[:-2] + segment + data[-2:]
+
+
+HARMLESS = {  # what libjpeg reads past without a word, and jpeg_scans once took for damage
+    "RST0 among the headers": _before_first_scan(b"\xff\xd0"),
+    "TEM among the headers": _before_first_scan(b"\xff\x01"),
+    "DNL among the headers": _before_first_scan(b"\xff\xdc\x00\x04\x01\x00"),
+    "RST0 after the scan": _before_the_end(b"\xff\xd0"),
+    "DRI after the scan": _before_the_end(b"\xff\xdd\x00\x04\xff\xff"),
+}
+
+
+def _libjpegs_pixels(data: bytes, size: int) -> np.ndarray:
+    expected = simplejpeg.decode_jpeg(data, min_height=size, min_width=size, strict=True)
+    if expected.shape[:2] != (size, size):
+        expected = np.asarray(Image.fromarray(expected).resize((size, size), Image.Resampling.LANCZOS))
+    return expected
+
+
+@pytest.mark.parametrize("marker", list(HARMLESS))
+def test_markers_libjpeg_skips_neither_hide_a_bad_code_nor_change_the_pixels(marker: str) -> None:
+    add = HARMLESS[marker]
+    rng = np.random.default_rng(5)
+    silent = 0
+    for name, original, size in CORPUS:
+        np.testing.assert_array_equal(decode_image(add(original), f"{name}.jpg", size),
+                                      _libjpegs_pixels(original, size), err_msg=name)
+        for number in range(4):
+            damaged = add(with_a_bad_code(original, rng)[0])
+            silent += _decodes_without_a_word(damaged)
+            with pytest.raises(CelebaMaskError, match="bad Huffman code"):
+                decode_image(damaged, f"fuzz/{name} {number}.jpg", size)
+    assert silent >= 1, silent  # libjpeg on the file as it is lets some through
+
+
+def _with_fill_byte(data: bytes) -> bytes:
+    """A 0xFF fill byte before a stuffed zero in the first scan's data: FF FF 00 is the data byte
+    0xFF, as FF 00 is (a marker may be preceded by fill bytes; libjpeg skips them before a zero too)."""
+    sos = _first_sos(data)
+    stuffed = data.index(b"\xff\x00", sos + (len(data) - sos) // 3)
+    return data[:stuffed] + b"\xff" + data[stuffed:]
+
+
+def test_a_fill_byte_before_a_stuffed_zero_keeps_the_pixels() -> None:
+    """libjpeg-turbo's fast Huffman path misreads FF FF 00 (the careful path reads it right)."""
+    misread = 0
+    for name, original, size in CORPUS:
+        filled = _with_fill_byte(original)
+        expected = _libjpegs_pixels(original, size)
+        np.testing.assert_array_equal(decode_image(filled, f"{name}.jpg", size), expected, err_msg=name)
+        try:
+            misread += not np.array_equal(_libjpegs_pixels(filled, size), expected)
+        except ValueError:
+            misread += 1
+    cmyk = _save(Image.fromarray(np.asarray(Image.open(io.BytesIO(CORPUS[2][1])).convert("RGB"))).convert("CMYK"))
+    with Image.open(io.BytesIO(cmyk)) as image:  # Pillow's pixels of the file as it is (it converts CMYK)
+        image.draft("RGB", (192, 192))
+        expected = np.asarray(image.convert("RGB"))
+    np.testing.assert_array_equal(decode_image(_with_fill_byte(cmyk), "cmyk.jpg", 192), expected)
+    assert misread >= 1, misread

@@ -243,3 +243,45 @@ def test_an_unreadable_zip_member_is_one_line_naming_zip_and_member(tmp_path: Pa
     assert skipped.exit_code == 0, skipped.output
     entries = zarr.open_group(tmp_path / "k.zarr", mode="r").attrs["skipped"]
     assert [(e["sample"], e["path"]) for e in entries] == [(2, f"{archive}:CelebAMask-HQ/{member}")]
+
+
+# --------------------------------------------------------------------------- APNG chunks
+
+
+def _animated(png: bytes, frame: tuple[int, int]) -> bytes:
+    """``png`` with an acTL and a first frame's fcTL of ``frame`` (width, height) pixels at 0, 0
+    before its image data: what libpng, which knows no APNG, skips as ancillary chunks."""
+    ihdr_end = 8 + 25
+    actl = _chunk(b"acTL", struct.pack(">II", 1, 0))
+    fctl = _chunk(b"fcTL", struct.pack(">IIIIIHHBB", 0, *frame, 0, 0, 1, 1, 0, 0))
+    return png[:ihdr_end] + actl + fctl + png[ihdr_end:]
+
+
+def _mask_png(mode: str, pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    image = Image.fromarray(pixels).convert(mode) if mode != "P" else Image.fromarray(pixels, "P")
+    if mode == "P":
+        image.putpalette([0, 0, 0, 255, 255, 255])
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["1", "P", "L"])
+def test_apng_chunks_do_not_crop_a_mask_to_their_frame(mode: str) -> None:
+    """Pillow decodes an APNG's image data into its first frame's rectangle; the mask is the whole
+    image, as libpng reads it (a mask of Avg-filtered rows included: Pillow decodes those too)."""
+    rng = np.random.default_rng(3)
+    on = rng.random((512, 512)) < 0.3
+    png = _mask_png(mode, (on * (1 if mode == "P" else 255)).astype(np.uint8))
+    if mode == "L":  # rows filtered with Avg, which send an 8-bit mask to Pillow
+        rows = (on * 255).astype(np.int32)
+        left = np.pad(rows[:, :-1], ((0, 0), (1, 0)))
+        averaged = (rows[1:] - (left[1:] + rows[:-1]) // 2) % 256  # Avg: x - floor((left + above) / 2)
+        raw = b"\x00" + rows[0].astype(np.uint8).tobytes() + b"".join(b"\x03" + row.astype(np.uint8).tobytes()
+                                                                      for row in averaged)
+        png = _png(512, 512, zlib.compress(raw))
+        np.testing.assert_array_equal(imagecodecs.png_decode(png) != 0, on)  # the hand-made rows are right
+    animated = _animated(png, (64, 32))
+    np.testing.assert_array_equal(decode_mask(animated, "anno/0/00000_hair.png"), on)
+    bitmap = base64.b64encode(_animated(_mask_png("1", on[:100, :80].astype(np.uint8) * 255), (8, 8))).decode()
+    np.testing.assert_array_equal(decode_bitmap(bitmap, "ann/0.jpg.json: object 0"), on[:100, :80])

@@ -20,9 +20,12 @@ in its IDCT instead where it can, as for 4:2:0 decoded at 1/2) the rewritten fil
 the original's, the added row cut off. Elsewhere (4:2:0 at full scale, 4:4:0, a frame that is not
 square) the pixels come from the file with only a restart interval added, and the rewritten file
 is decoded a second time at 1/8 scale for its warnings alone. A file whose tables lack a flat
-block's codes gets the restart interval alone (its codes checked, not where its scans end); one
-with restart intervals of its own, a progressive one (its scans always take the careful path) or
-one whose markers are damaged is decoded as it is, for libjpeg to judge.
+block's codes, or where only some scans have a restart interval of their own, gets restart
+intervals alone (its codes checked, not where its scans end); one whose every scan has its own,
+a progressive one (its scans always take the careful path) or one whose markers are damaged is
+decoded as it is, for libjpeg to judge. Markers libjpeg reads past (TEM, RSTn and DNL outside a
+scan, fill bytes, a DRI after the last scan) are read past here too: the careful path also reads
+a fill byte before a stuffed zero right, which the fast one misreads.
 """
 
 from __future__ import annotations
@@ -65,8 +68,10 @@ def rewritten_for_checks(data: bytes, scale_eighths: int) -> RewrittenJpeg:
         layout = _read_layout(data)
     except _NotRewritable:
         return RewrittenJpeg(data, False)
-    if layout.restart_interval:
+    if all(scan.restart_interval for scan in layout.scans):
         return RewrittenJpeg(data, False)  # restarts already take the careful path
+    if any(scan.restart_interval for scan in layout.scans):  # some scans only: the others get one
+        return RewrittenJpeg(_with_restart_interval_only(data, layout), False)
     try:
         checked = _with_scan_ends_checked(data, layout)
     except _NotRewritable:
@@ -86,6 +91,7 @@ class _Scan:
     data_end: int  # offset of the marker that ends its entropy-coded data
     selectors: list[tuple[int, int, int]]  # (component id, DC table, AC table)
     tables: dict[tuple[int, int], str | None]  # (class, id) -> the code of symbol 0, as of this scan
+    restart_interval: int  # the interval in force for this scan (the last DRI before it), 0: none
 
 
 @dataclass
@@ -95,7 +101,6 @@ class _Layout:
     height: int
     components: list[_Component]
     scans: list[_Scan]
-    restart_interval: int
 
     def __post_init__(self) -> None:
         self.h_max = max(c.h for c in self.components)
@@ -115,7 +120,10 @@ def _read_layout(data: bytes) -> _Layout:
         marker = data[position + 1]
         if marker == 0xD9:
             break
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or position + 4 > len(data):
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM and RSTn outside scans: libjpeg skips them
+            position += 2
+            continue
+        if marker == 0xD8 or position + 4 > len(data):
             raise _NotRewritable
         end = position + 2 + int.from_bytes(data[position + 2 : position + 4], "big")
         if end > len(data) or end < position + 4:
@@ -131,18 +139,16 @@ def _read_layout(data: bytes) -> _Layout:
         elif marker == 0xC4:
             _read_huffman_tables(body, tables)
         elif marker == 0xDD:
-            restart_interval = restart_interval or int.from_bytes(body[:2], "big")
-        elif marker == 0xDC:
-            raise _NotRewritable  # DNL: the number of lines is given after the first scan
+            restart_interval = int.from_bytes(body[:2], "big")  # for the scans that follow, until the next
         elif marker == 0xDA:
-            scan_end = _scan_data_end(data, end)
-            scans.append(_Scan(position, scan_end, _scan_selectors(body), dict(tables)))
+            scan_end = _scan_data_end(data, end, restarts=restart_interval > 0)
+            scans.append(_Scan(position, scan_end, _scan_selectors(body), dict(tables), restart_interval))
             position = scan_end
             continue
         position = end
     if sof < 0 or not scans or not components or any(c.h not in (1, 2, 3, 4) or c.v not in (1, 2, 3, 4) for c in components):
         raise _NotRewritable
-    return _Layout(sof, width, height, components, scans, restart_interval)
+    return _Layout(sof, width, height, components, scans)
 
 
 def _read_huffman_tables(body: bytes, tables: dict[tuple[int, int], str | None]) -> None:
@@ -176,13 +182,19 @@ def _scan_selectors(body: bytes) -> list[tuple[int, int, int]]:
     return [(body[1 + 2 * k], body[2 + 2 * k] >> 4, body[2 + 2 * k] & 15) for k in range(body[0])]
 
 
-def _scan_data_end(data: bytes, start: int) -> int:
-    """Where the entropy-coded data from ``start`` ends: at the first 0xFF not followed by 0x00."""
+def _scan_data_end(data: bytes, start: int, restarts: bool) -> int:
+    """Where the entropy-coded data from ``start`` ends: at its first marker, a 0xFF followed by
+    neither a stuffed 0x00 nor another 0xFF (a fill byte, which may precede a marker or a stuffed
+    0x00), nor, in a scan with a restart interval, a restart marker."""
     tail = np.frombuffer(data, dtype=np.uint8, offset=start)
     ones = np.flatnonzero(tail[:-1] == 0xFF)  # a 0xFF every 256 bytes or so: looked at all at once
-    markers = ones[tail[ones + 1] != 0]
-    if not len(markers) or 0xD0 <= tail[markers[0] + 1] <= 0xD7:
-        raise _NotRewritable  # truncated, or a restart marker without a restart interval
+    following = tail[ones + 1]
+    ends = (following != 0) & (following != 0xFF)
+    if restarts:
+        ends &= (following < 0xD0) | (following > 0xD7)
+    markers = ones[ends]
+    if not len(markers):
+        raise _NotRewritable  # truncated
     return start + int(markers[0])
 
 
@@ -259,8 +271,25 @@ def _with_scan_ends_checked(data: bytes, layout: _Layout) -> bytes:
 
 
 def _with_restart_interval_only(data: bytes, layout: _Layout) -> bytes:
-    """A restart interval no scan reaches (one MCU per 8×8 block at most), before the first scan."""
+    """Before each scan, a restart interval no scan reaches (one MCU per 8×8 block at most), or
+    the scan's own where it has one (so that the intervals in force stay the file's)."""
     if _ceil(layout.width, _DCT_SIZE) * _ceil(layout.height, _DCT_SIZE) > _MAX_INTERVAL:
         return data
-    first = layout.scans[0].sos
-    return data[:first] + b"\xff\xdd\x00\x04" + _MAX_INTERVAL.to_bytes(2, "big") + data[first:]
+    pieces, position = [], 0
+    for scan in layout.scans:
+        interval = scan.restart_interval or _MAX_INTERVAL
+        pieces += [data[position : scan.sos], b"\xff\xdd\x00\x04" + interval.to_bytes(2, "big")]
+        position = scan.sos
+    pieces.append(data[position:])
+    return b"".join(pieces)
+
+
+def with_careful_huffman_decoding(data: bytes) -> bytes:
+    """``data`` with a restart interval before every sequential scan, which keeps any libjpeg
+    (Pillow's too) off its fast Huffman path: that path decodes a code no table defines as 0, and
+    misreads a fill byte before a stuffed zero. The pixels are the file's; ``data`` itself when it
+    cannot be read for this (libjpeg judges it as it is)."""
+    try:
+        return _with_restart_interval_only(data, _read_layout(data))
+    except _NotRewritable:
+        return data

@@ -33,7 +33,7 @@ from PIL import Image
 
 from celebamask.config import MASK_SIZE, ClassConfig
 from celebamask.errors import CelebaMaskError
-from celebamask.sources.png import _PALETTE, ADAM7, PngFile, inflate_png, read_png  # noqa: F401 - re-exported
+from celebamask.sources.png import _PALETTE, ADAM7, PngFile, inflate_png, read_png, without_animation  # noqa: F401 - re-exported
 from celebamask.store.prediction import running_sum_along, running_sum_down
 
 _SUB, _UP, _AVG, _PAETH = 1, 2, 3, 4  # PNG row filters (0 is None)
@@ -92,7 +92,7 @@ def decode_png_pixels(data: bytes, path: str) -> np.ndarray:
         pixels = _unfilter(*_plain_rows(png, raw, path), _MAX_AVG_ROWS)
         if pixels is not None:
             return pixels
-    with _open_png(data, path) as image:
+    with _open_png(data, path, png) as image:
         array = np.asarray(image)
     return array if array.ndim == 3 else array[:, :, None]
 
@@ -261,10 +261,11 @@ def _unavg_row(row: np.ndarray, above: np.ndarray) -> None:
     row[:] = values
 
 
-def _open_png(data: bytes, path: str) -> Image.Image:
-    """Open and load with Pillow a PNG that :func:`read_png` has checked; raise naming ``path``."""
+def _open_png(data: bytes, path: str, png: PngFile) -> Image.Image:
+    """Open and load with Pillow a PNG that :func:`read_png` has checked (as ``png``), without its
+    APNG chunks (libpng's pixels); raise naming ``path``."""
     try:
-        image = Image.open(io.BytesIO(data), formats=["PNG"])
+        image = Image.open(io.BytesIO(without_animation(data, png)), formats=["PNG"])
         image.load()
         return image
     except Exception as exc:  # noqa: BLE001 - whatever Pillow raises, it is this file's problem
@@ -274,7 +275,7 @@ def _open_png(data: bytes, path: str) -> Image.Image:
 def _decode_mask_with_pillow(data: bytes, path: str, png: PngFile) -> np.ndarray:
     """Pillow's pixels where they are exact (8-bit and smaller samples, palette indices): palette,
     1/2/4-bit and interlaced 8-bit masks, and many Avg rows; the image data was checked whole first."""
-    with _open_png(data, path) as image:
+    with _open_png(data, path, png) as image:
         try:
             if image.mode == "P":
                 return _palette_on(np.asarray(image), png.palette or b"", path)

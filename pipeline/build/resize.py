@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from celebamask.build.jpeg_scans import rewritten_for_checks
+from celebamask.build.jpeg_scans import rewritten_for_checks, with_careful_huffman_decoding
 from celebamask.errors import CelebaMaskError
 from celebamask.sources.sniff import what_it_is
 
@@ -48,8 +48,8 @@ def decode_image(data: bytes, path: str, size: int) -> np.ndarray:
         raise CelebaMaskError(path, f"image is {frame.width}x{frame.height}, more than Pillow's decompression-bomb "
                                     f"limit of {Image.MAX_IMAGE_PIXELS} pixels")
     reduced = decode_jpeg_reduced(data, size, path, frame)
-    if reduced is None:
-        return _decode_image_with_pillow(data, path, size)
+    if reduced is None:  # checked strictly above; Pillow's libjpeg kept off its fast Huffman path too
+        return _decode_image_with_pillow(with_careful_huffman_decoding(data), path, size)
     if reduced.shape[:2] == (size, size):
         return reduced
     return np.asarray(Image.fromarray(reduced).resize((size, size), Image.Resampling.LANCZOS))

@@ -32,6 +32,7 @@ class PngFile:
     interlace: int
     palette: bytes | None  # the PLTE chunk's body (red, green, blue per entry)
     compressed: bytes  # the IDAT chunks' bodies, joined: one zlib stream
+    animation: tuple[tuple[int, int], ...] = ()  # (start, end) of each APNG chunk (acTL, fcTL, fdAT)
 
     @property
     def pixel_bytes(self) -> int:
@@ -69,6 +70,7 @@ def read_png(data: bytes, path: str) -> PngFile:
     header: tuple[int, ...] | None = None
     palette: bytes | None = None
     parts: list[memoryview] = []
+    animation: list[tuple[int, int]] = []
     idat_state = 0  # 0 before the image data, 1 in it, 2 after it
     position = len(PNG_SIGNATURE)
     while True:
@@ -100,6 +102,8 @@ def read_png(data: bytes, path: str) -> PngFile:
             palette = _check_palette(bytes(body), header[3], palette is not None or idat_state > 0, path)  # type: ignore[index]
         elif kind == b"IEND":
             break
+        elif kind in _ANIMATION_CHUNKS:
+            animation.append((position, end))
         elif kind[0] & 0x20 == 0 and kind != b"IDAT":  # lower-case first letter: ancillary, safe to ignore
             raise CelebaMaskError(path, f"cannot decode PNG: unknown critical chunk {name}")
         position = end
@@ -112,10 +116,24 @@ def read_png(data: bytes, path: str) -> PngFile:
         raise CelebaMaskError(path, "cannot decode PNG: palette PNG without a PLTE chunk")
     if not parts:
         raise CelebaMaskError(path, "cannot decode PNG: no image data (IDAT)")
-    return PngFile(width, height, depth, colour, interlace, palette, b"".join(parts))
+    return PngFile(width, height, depth, colour, interlace, palette, b"".join(parts), tuple(animation))
+
+
+def without_animation(data: bytes, png: PngFile) -> bytes:
+    """``data`` without its APNG chunks, for Pillow: it would decode the image data into the first
+    frame's (fcTL) rectangle, where libpng, which knows no APNG, ignores them as ancillary."""
+    if not png.animation:
+        return data
+    pieces, position = [], 0
+    for start, end in png.animation:
+        pieces.append(data[position:start])
+        position = end
+    pieces.append(data[position:])
+    return b"".join(pieces)
 
 
 _PALETTE = 3  # PNG colour type of palette images
+_ANIMATION_CHUNKS = (b"acTL", b"fcTL", b"fdAT")
 _MAX_CHUNK = 2**31 - 1  # PNG's limit on a chunk's length
 _BIT_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # colour type -> allowed
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))  # x0, y0, dx, dy

@@ -26,6 +26,7 @@ from celebamask.config import MASK_SIZE
 from celebamask.dataset import ATTRIBUTE_FILE, MASK_CLASS_NAMES
 from celebamask.errors import CelebaMaskError
 from celebamask.sources.index import Problems, Sample, SourceFiles, SourceIndex, SourceRef
+from celebamask.sources.png import PngFile, inflate_png, read_png, without_animation
 
 CANVAS = 2 * MASK_SIZE  # the size Dataset Ninja's masks were scaled to
 IMAGE_NAME = re.compile(r"^(?:.*/)?(ds[^/]*)/img/(\d+)\.jpg$", re.IGNORECASE)
@@ -158,9 +159,9 @@ def decode_bitmap(data: str, where: str) -> np.ndarray:
         png = zlib.decompress(raw)
     except zlib.error:
         png = raw  # plain base64 PNG
-    _check_bitmap_png(png, where)
+    checked = _check_bitmap_png(png, where)
     try:
-        with Image.open(io.BytesIO(png)) as image:
+        with Image.open(io.BytesIO(without_animation(png, checked))) as image:
             image.load()
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info
                                                       and image.info["transparency"] != 0):
@@ -172,12 +173,10 @@ def decode_bitmap(data: str, where: str) -> np.ndarray:
         raise CelebaMaskError(where, f"bitmap does not decode as a PNG: {exc}") from exc
 
 
-def _check_bitmap_png(png: bytes, where: str) -> None:
+def _check_bitmap_png(png: bytes, where: str) -> PngFile:
     """The build's strict PNG checks (chunk CRCs and order, an intact zlib stream holding exactly
     the rows) before Pillow, which stops reading once it has its rows; a bitmap larger than the
     image is refused before its rows are inflated (a decompression bomb)."""
-    from celebamask.sources.png import inflate_png, read_png
-
     try:
         checked = read_png(png, where)
         if checked.width > CANVAS or checked.height > CANVAS:
@@ -186,6 +185,7 @@ def _check_bitmap_png(png: bytes, where: str) -> None:
         inflate_png(checked, where)
     except CelebaMaskError as exc:
         raise CelebaMaskError(where, f"bitmap does not decode as a PNG: {exc.problem}") from exc
+    return checked
 
 
 def class_masks(document: dict[str, Any], where: str) -> dict[str, np.ndarray]:
