@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -413,3 +414,69 @@ def test_the_lock_is_released_after_a_failed_build(source_copy: Path, tmp_path: 
     with pytest.raises(CelebaMaskError, match="1.jpg"):
         build_store(source_copy, store, jobs=1, shard_size=4, limit=8)
     assert not lock_file(store).exists()
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_a_resume_never_takes_over_a_store_another_build_made_meanwhile(
+    synthetic_source: Path, complete_store: Path, monkeypatch: pytest.MonkeyPatch, damaged: bool
+) -> None:
+    """Another build (its lock deleted by hand) replaces the store while a resume re-checks it:
+    the resume writes nothing into it (no repair, no build id, none of its old attributes)."""
+    import celebamask.build.orchestrator as orchestrator
+    from celebamask.store.owner import BUILD_ID
+
+    mark_incomplete(complete_store, unfinished=1)
+    if damaged:  # a lost shard file: the resume would rewrite the shard record
+        (complete_store / "label" / "c" / "0" / "0" / "0").unlink()
+    recheck = orchestrator._recheck_done_shards
+
+    def replaced_meanwhile(store, group, *args, **kwargs):  # type: ignore[no-untyped-def]
+        zarr.open_group(complete_store, mode="r+").update_attributes({BUILD_ID: "the-other-build", "note": "theirs"})
+        return recheck(store, group, *args, **kwargs)
+
+    monkeypatch.setattr(orchestrator, "_recheck_done_shards", replaced_meanwhile)
+    with pytest.raises(CelebaMaskError, match="replaced while this build ran"):
+        build_store(synthetic_source, complete_store, jobs=1, shard_size=4, limit=8, resume=True)
+    attrs = zarr.open_group(complete_store, mode="r").attrs
+    assert attrs[BUILD_ID] == "the-other-build" and attrs["note"] == "theirs"
+    assert bool(zarr.open_group(complete_store, mode="r")["shard_done"][0])  # not unrecorded by the resume
+
+
+class _Killed(BaseException):
+    """Stands in for kill -9: nothing after it runs (no cleanup an Exception would trigger)."""
+
+
+@pytest.mark.parametrize("after", [1, 7, 40, 90, -2, -1])
+def test_an_overwrite_cut_off_while_deleting_the_old_store_can_be_run_again(
+    synthetic_source: Path, complete_store: Path, monkeypatch: pytest.MonkeyPatch, after: int
+) -> None:
+    """Whatever the old store's delete got through, what is left is still a store of ours to
+    --overwrite (never 'holds files that are not part of the store' nor 'not a Zarr store')."""
+    import celebamask.store.location as location
+
+    expected = np.asarray(zarr.open_group(complete_store, mode="r")["label"][:])
+    entries = sum(1 for _ in complete_store.rglob("*"))
+    cut_at = after if after > 0 else entries + after
+    calls = {"n": 0}
+    real_remove, real_rmdir = os.remove, os.rmdir
+
+    def counting(real):  # type: ignore[no-untyped-def]
+        def call(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            if calls["n"] == cut_at:
+                raise _Killed
+            return real(path, *args, **kwargs)
+        return call
+
+    # only the store's delete sees the counting os
+    counted = types.SimpleNamespace(**{name: getattr(os, name) for name in dir(os) if not name.startswith("__")})
+    counted.remove, counted.rmdir = counting(real_remove), counting(real_rmdir)
+    monkeypatch.setattr(location, "os", counted)
+    with pytest.raises(_Killed):
+        build_store(synthetic_source, complete_store, jobs=1, shard_size=4, limit=8, overwrite=True)
+    monkeypatch.undo()
+    lock_file(complete_store).unlink(missing_ok=True)  # a killed build leaves its lock (taken over anyway)
+    result = run("build", synthetic_source, complete_store, "--shard-size", "4", "--limit", "8", "--overwrite", "--quiet")
+    assert result.exit_code == 0 and result.output.startswith("built "), result.output
+    np.testing.assert_array_equal(np.asarray(zarr.open_group(complete_store, mode="r")["label"][:]), expected)
+    assert run("verify", complete_store, "--quiet").exit_code == 0

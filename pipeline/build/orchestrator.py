@@ -325,17 +325,18 @@ def _prepare_resume(store: StoreTarget, target: _Target, plan: _Plan, run: _Run,
     """The unfinished store reopened for this build, or the report of one with nothing to do."""
     group = _reopen_for_resume(store, run.class_config, run.options, plan.source_record, plan.stamps, plan.samples)
     _check_resumable_whole(store, group, plan, run)
-    lost = _recheck_done_shards(store, group, repair=target.older is None)
+    opened = group.attrs.get(BUILD_ID)  # every write of this resume first checks the store is still that one
+    lost = _recheck_done_shards(store, group, opened, repair=target.older is None)
     if target.older is not None and lost:
         raise CelebaMaskError(store, f"{target.older}; its shards are not whole: {'; '.join(lost[:3])}")
-    rewritten = _recheck_coordinator_arrays(store, group, plan, repair=target.older is None)
+    rewritten = _recheck_coordinator_arrays(store, group, plan, opened, repair=target.older is None)
     if target.older is not None and rewritten:
         raise CelebaMaskError(store, f"{target.older}; its arrays are not whole: {'; '.join(rewritten[:3])}")
     if group.attrs.get("complete") and not lost and not rewritten:
         return BuildReport(str(store), len(plan.samples), -(-len(plan.samples) // run.shard_size),
                            time.perf_counter() - started, bytes_on_disk(store),
                            skipped=len(group.attrs.get("skipped", [])), already_complete=True)
-    group = _adopt_build_id(store, group, build_id)
+    group = _adopt_build_id(store, opened, build_id)
     provenance = dict(group.attrs["provenance"])
     provenance.setdefault("resumed", []).append(_now())
     provenance["source"] = plan.source_record  # files of unbuilt shards may have changed: stamp them anew
@@ -561,10 +562,14 @@ def _check_resumable_whole(store: StoreTarget, group: zarr.Group, plan: _Plan, r
                                                        "cannot resume the store; build it again with --overwrite")
 
 
-def _adopt_build_id(store: StoreTarget, group: zarr.Group, build_id: str) -> zarr.Group:
+def _adopt_build_id(store: StoreTarget, opened: str | None, build_id: str) -> zarr.Group:
     """A resume takes the store over: its build id becomes this build's, so a build that was
-    stopped meanwhile (and that the lock did not reach) can no longer record into it."""
+    stopped meanwhile (and that the lock did not reach) can no longer record into it. Only the
+    store this resume opened is taken (``opened``: its build id then), reopened for its
+    attributes as they are now: one another build made meanwhile is refused."""
     with _writing(store, "the store's attributes"):
+        ensure_same_build(store, opened)
+        group = store.open_group(mode="r+")
         group.update_attributes({BUILD_ID: build_id})
     return group
 
@@ -579,7 +584,7 @@ def _older_layout(store: StoreTarget) -> str | None:
     return problem
 
 
-def _recheck_done_shards(store: StoreTarget, group: zarr.Group, repair: bool = True) -> list[str]:
+def _recheck_done_shards(store: StoreTarget, group: zarr.Group, opened: str | None, repair: bool = True) -> list[str]:
     """Shards recorded done whose files are missing, empty, truncated or with an impossible index
     are unrecorded (and the store no longer complete), so this resume builds them again; with
     ``repair=False`` they are only reported."""
@@ -596,6 +601,7 @@ def _recheck_done_shards(store: StoreTarget, group: zarr.Group, repair: bool = T
         log.warning("rebuilding %d recorded shard(s) whose files are not whole: %s", len(rebuild),
                     "; ".join(lost[:5]) + (" …" if len(lost) > 5 else ""))
         with _writing(store, "the record of the shards to rebuild"):
+            ensure_same_build(store, opened)
             if group.attrs.get("complete"):
                 group.update_attributes({"complete": False})
             for shard in rebuild:
@@ -603,7 +609,8 @@ def _recheck_done_shards(store: StoreTarget, group: zarr.Group, repair: bool = T
     return lost
 
 
-def _recheck_coordinator_arrays(store: StoreTarget, group: zarr.Group, plan: _Plan, repair: bool = True) -> list[str]:
+def _recheck_coordinator_arrays(store: StoreTarget, group: zarr.Group, plan: _Plan, opened: str | None,
+                                repair: bool = True) -> list[str]:
     """The arrays the coordinator wrote when it created the store (sample_id, flags, the annotation
     arrays) are no shard's: a chunk file of theirs that is missing, empty, truncated or does not
     decode is rewritten from the source's values (the store no longer complete meanwhile), so a
@@ -636,6 +643,7 @@ def _recheck_coordinator_arrays(store: StoreTarget, group: zarr.Group, plan: _Pl
     log.warning("rewriting %d chunk file(s) of the coordinator's arrays that are not whole: %s", len(lines),
                 "; ".join(lines[:5]) + (" …" if len(lines) > 5 else ""))
     with _writing(store, "the coordinator's arrays"):
+        ensure_same_build(store, opened)
         if group.attrs.get("complete"):
             group.update_attributes({"complete": False})
         for name, _, region in damaged:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import signal
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -75,13 +77,17 @@ def ensure_still_owned(store: StoreTarget | Mapping[str, RowFiles], owner: Shard
 
 
 def _prepare_worker_process() -> None:
-    """Once per worker process: no blosc threads (the workers already use every core: blosc's
+    """Once per worker process: Ctrl-C ignored, no blosc threads (the workers already use every core: blosc's
     own threads would only compete with them), and freed memory kept for reuse (see
     :func:`reuse_freed_memory`)."""
     global _worker_prepared
     if _worker_prepared or multiprocessing.current_process().name == "MainProcess":
         return
     _worker_prepared = True
+    if threading.current_thread() is threading.main_thread():  # a loky worker (dask runs tasks in threads)
+        # Ctrl-C is the coordinator's to handle (it stops the workers): one caught between two
+        # tasks would print loky's traceback beside the one "interrupted" line
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     import numcodecs.blosc
 
     numcodecs.blosc.use_threads = False

@@ -139,7 +139,7 @@ def foreign_keys(path: StoreTarget | str | Path, creating: bool = False) -> list
     if own is None:  # no group yet (killed while creating it): only writers' temporaries are ours
         return sorted([k for k in keys if not k.endswith(PARTIAL_SUFFIX)] + links
                       + [f"{d}/" for d in empty if not (creating and "/" not in d)])
-    folders = {prefix for key in own for prefix in _ancestors(key)}
+    folders = {prefix for key in own for prefix in _ancestors(key)} | {d for d in empty if _orphaned_chunk_folder(d)}
     others = [key for key in keys if key not in own and not key.endswith(PARTIAL_SUFFIX)]
     # a store killed while being created may hold a node's folder before its zarr.json
     return sorted(others + links + [f"{d}/" for d in empty if d not in folders and not (creating and "/" not in d)])
@@ -175,9 +175,18 @@ def _own_keys(target: StoreTarget, keys: Sequence[str]) -> set[str] | None:
 def _orphaned_chunk_key(key: str, nodes: set[str]) -> bool:
     """A chunk key (``<array>/c/<i>/<j>…``) of an array a build creates whose zarr.json is lost."""
     parts = key.split("/")
+    return (len(parts) >= 3 and parts[0] not in nodes and parts[-1].isdigit()
+            and _orphaned_chunk_folder("/".join(parts[:-1])))
+
+
+def _orphaned_chunk_folder(folder: str) -> bool:
+    """A folder (``<array>``, ``<array>/c``, ``<array>/c/<i>…``) of an array a build creates, as
+    a delete or a build cut off midway may leave it."""
+    parts = folder.split("/")
+    if folder == SOURCE_STAMPS_GROUP:
+        return True
     built = parts[0] in layout_arrays(masks=True) or parts[0] in ANNOTATION_ARRAYS
-    return (len(parts) >= 3 and built and parts[0] not in nodes and parts[1] == "c"
-            and all(part.isdigit() for part in parts[2:]))
+    return built and (len(parts) == 1 or (parts[1] == "c" and all(part.isdigit() for part in parts[2:])))
 
 
 def _walk_local(root: str) -> tuple[list[str], list[str], list[str]]:

@@ -94,7 +94,7 @@ class StoreTarget:
 
     def delete(self) -> None:
         if self.is_local:
-            shutil.rmtree(self.url)
+            _delete_local_store(self.url)
         else:
             sync(self.zarr_store().delete_dir(""))
 
@@ -105,6 +105,19 @@ class StoreTarget:
                 total += sum(os.path.getsize(os.path.join(folder, name)) for name in files)
             return total
         return int(sync(self._listed_now().getsize_prefix("")))
+
+
+def _delete_local_store(root: str) -> None:
+    """Deepest first, so each array's zarr.json goes after its chunks and the group's zarr.json
+    last: a delete cut off midway (kill -9) leaves a store ``--overwrite`` still knows as its own."""
+    for folder, dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            if not (folder == root and name == "zarr.json"):
+                os.remove(os.path.join(folder, name))
+        for name in dirs:
+            path = os.path.join(folder, name)
+            os.remove(path) if os.path.islink(path) else os.rmdir(path)
+    shutil.rmtree(root)
 
 
 def as_target(location: StoreTarget | str | Path, storage_options: dict[str, Any] | None = None) -> StoreTarget:
