@@ -480,3 +480,18 @@ def test_an_overwrite_cut_off_while_deleting_the_old_store_can_be_run_again(
     assert result.exit_code == 0 and result.output.startswith("built "), result.output
     np.testing.assert_array_equal(np.asarray(zarr.open_group(complete_store, mode="r")["label"][:]), expected)
     assert run("verify", complete_store, "--quiet").exit_code == 0
+
+
+@pytest.mark.parametrize("mode", ["--overwrite", "--resume"])
+def test_a_users_file_ending_in_partial_is_not_taken_for_a_writers_temporary(
+    synthetic_source: Path, complete_store: Path, mode: str
+) -> None:
+    """Only <chunk>.<pid>.partial (and zarr's <name>.<uuid>.partial) are a killed writer's."""
+    mine = complete_store / "thesis.partial"
+    mine.write_text("mine")
+    if mode == "--resume":
+        mark_incomplete(complete_store, unfinished=1)
+    result = run("build", synthetic_source, complete_store, "--shard-size", "4", "--limit", "8", mode, "--quiet")
+    assert mine.read_text() == "mine"
+    if mode == "--overwrite":
+        assert result.exit_code == 1 and "thesis.partial" in result.output, result.output

@@ -167,3 +167,24 @@ def test_an_array_whose_metadata_was_lost_is_named(built_store: Path, tmp_path: 
     problems = _problems(store)
     assert f"{store}/{name}: array is missing" in problems, problems
     assert problems[0].startswith(f"{store}: metadata (its zarr.json files) differ"), problems
+
+
+METADATA_EDITS = {  # array -> (edit of its zarr.json, the problem verify must name)
+    "valid": (lambda meta: meta.update(data_type="uint8", fill_value=0), "valid: data type uint8, expected bool"),
+    "image": (lambda meta: meta.update(data_type="int8"), "image: data type int8, expected uint8"),
+    "sample_id": (lambda meta: meta.update(shape=[meta["shape"][0] // 2]), "sample_id: shape (12,), expected (24,)"),
+    "attributes": (lambda meta: meta["shape"].__setitem__(0, 99), "attributes: 99 rows, expected 24"),
+}
+
+
+@pytest.mark.parametrize("name", list(METADATA_EDITS))
+def test_an_array_whose_metadata_says_another_shape_or_type_is_a_problem(built_store: Path, tmp_path: Path,
+                                                                         name: str) -> None:
+    store = _damaged_copy(built_store, tmp_path)
+    edit, expected = METADATA_EDITS[name]
+    path = store / name / "zarr.json"
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+    problems = _problems(store)
+    assert f"{store}/{expected}" in problems, problems

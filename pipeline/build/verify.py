@@ -80,7 +80,9 @@ def verify_store(
     count = arrays["image"].shape[0]
     shard_size = int(arrays["label"].metadata.chunk_grid.chunk_shape[0])  # what the files hold, whatever attrs say
     size = _positive_int(attrs.get("size")) or arrays["label"].shape[-1]
-    problems += _check_shapes(location, arrays, count, size)
+    layout_problems = _check_shapes(location, arrays, count, size)
+    if layout_problems:  # rows of the wrong shape or type cannot be checked against each other
+        return problems + layout_problems
     if _positive_int(attrs.get("shard_size")) not in (None, shard_size):
         problems.append(f"{location}: attribute shard_size is {attrs['shard_size']}, the label shards hold {shard_size} rows")
     class_ids = _class_ids(attrs.get("classes"))
@@ -333,10 +335,22 @@ def _check_chunks_stored(location: str, arrays: dict[str, Any], keys: set[str]) 
     return problems
 
 
+_ROW_TYPES = {"image": "uint8", "label": "uint8", "sample_id": "int32", "valid": "bool", "shard_done": "bool",
+              "masks": "uint32", "class_present": "bool", "class_area": "uint32"}
+
+
 def _check_shapes(location: str, arrays: dict[str, Any], count: int, size: int) -> list[str]:
-    expected = {"image": (count, size, size, 3), "label": (count, size, size), "sample_id": (count,), "valid": (count,)}
-    return [f"{location}/{name}: shape {arrays[name].shape}, expected {shape}"
-            for name, shape in expected.items() if arrays[name].shape != shape]
+    """Each array's shape and data type as a build makes them (damaged metadata may say otherwise)."""
+    expected = {"image": (count, size, size, 3), "label": (count, size, size), "sample_id": (count,), "valid": (count,),
+                "masks": (count, size, size)}
+    problems = [f"{location}/{name}: shape {arrays[name].shape}, expected {shape}"
+                for name, shape in expected.items() if name in arrays and arrays[name].shape != shape]
+    problems += [f"{location}/{name}: data type {arrays[name].dtype}, expected {dtype}"
+                 for name, dtype in _ROW_TYPES.items() if name in arrays and str(arrays[name].dtype) != dtype]
+    problems += [f"{location}/{name}: {arrays[name].shape[0]} rows, expected {count}"
+                 for name in sorted(arrays) if name not in expected and name != "shard_done"
+                 and arrays[name].ndim >= 1 and arrays[name].shape[0] != count]
+    return problems
 
 
 def _read(location: str, array: Any, rows: slice, problems: list[str], where: str = "") -> np.ndarray | None:

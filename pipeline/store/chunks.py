@@ -12,6 +12,7 @@ directions against zarr.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,16 @@ EMPTY = np.uint64(2**64 - 1)  # index entry of a chunk that was never written
 JPEG_CODEC = "celebamask.jpeg"
 SUPPORTED_CODECS = {"bytes", "transpose", "blosc", "zstd", "crc32c", RGB_GRADIENT_CODEC, JPEG_CODEC}
 PARTIAL_SUFFIX = ".partial"  # temporaries of a killed writer end so; a resume clears them
+# <chunk>.<pid>.partial (write_file) and zarr's own <name without suffix>.<uuid hex>.partial
+_WRITER_TEMPORARY = re.compile(r"(?:^|/)(?:\d+|zarr(?:\.json)?|stamps\.json(?:\.gz)?)\.[0-9a-f]+"
+                               + re.escape(PARTIAL_SUFFIX) + "$")
+
+
+def is_writer_temporary(key: str) -> bool:
+    """Whether ``key`` (or a file name) is a temporary a killed writer leaves (:func:`write_file`'s,
+    zarr's): a store file's name, a pid or uuid, ``.partial``. A file of the user's that only ends
+    in .partial is not one."""
+    return _WRITER_TEMPORARY.search(key) is not None
 
 
 @dataclass(frozen=True)

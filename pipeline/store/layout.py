@@ -22,7 +22,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from celebamask.config import LABEL_FILL, ClassConfig
 from celebamask.errors import CelebaMaskError
-from celebamask.store.chunks import PARTIAL_SUFFIX, cannot_write_shard
+from celebamask.store.chunks import cannot_write_shard, is_writer_temporary
 from celebamask.store.codecs import (
     DEFAULT_IMAGE_CODEC,
     image_array_codecs,
@@ -129,7 +129,7 @@ def foreign_keys(path: StoreTarget | str | Path, creating: bool = False) -> list
     the ``zarr.json`` of the group and of each node zarr finds in it, each array's chunk keys (the
     ``c/<i>/<j>…`` of its chunk grid: as many indices as dimensions, each inside the grid; also
     the chunk keys under the name of an array a build creates whose zarr.json was lost), the
-    source stamps, and the temporaries (``*.partial``) of a killed writer."""
+    source stamps, and the temporaries (``<chunk>.<pid>.partial``) of a killed writer."""
     target = as_target(path)
     if target.is_local:
         keys, links, empty = _walk_local(target.url)
@@ -137,10 +137,10 @@ def foreign_keys(path: StoreTarget | str | Path, creating: bool = False) -> list
         keys, links, empty = target.list_keys(), [], []
     own = _own_keys(target, keys)
     if own is None:  # no group yet (killed while creating it): only writers' temporaries are ours
-        return sorted([k for k in keys if not k.endswith(PARTIAL_SUFFIX)] + links
+        return sorted([k for k in keys if not is_writer_temporary(k)] + links
                       + [f"{d}/" for d in empty if not (creating and "/" not in d)])
     folders = {prefix for key in own for prefix in _ancestors(key)} | {d for d in empty if _orphaned_chunk_folder(d)}
-    others = [key for key in keys if key not in own and not key.endswith(PARTIAL_SUFFIX)]
+    others = [key for key in keys if key not in own and not is_writer_temporary(key)]
     # a store killed while being created may hold a node's folder before its zarr.json
     return sorted(others + links + [f"{d}/" for d in empty if d not in folders and not (creating and "/" not in d)])
 
@@ -403,7 +403,7 @@ def _only_partial_writes(target: StoreTarget) -> bool:
     if not target.is_local or not os.path.isdir(target.url):
         return False
     names = [name for _, _, files in os.walk(target.url) for name in files]
-    return bool(names) and all(name.endswith(PARTIAL_SUFFIX) for name in names)
+    return bool(names) and all(is_writer_temporary(name) for name in names)
 
 
 def mark_shard_done(group: zarr.Group, shard: int) -> None:
@@ -415,14 +415,14 @@ def done_shards(group: zarr.Group) -> set[int]:
 
 
 def remove_partial_writes(path: StoreTarget | str | Path) -> int:
-    """A killed local writer can leave ``*.partial`` temporaries beside chunk files; they hold nothing."""
+    """A killed local writer can leave ``<chunk>.<pid>.partial`` temporaries beside chunk files; they hold nothing."""
     target = as_target(path)
     if not target.is_local:
         return 0  # object stores write whole objects or nothing
     removed = 0
     for folder, _, files in os.walk(target.url):
         for name in files:
-            if name.endswith(PARTIAL_SUFFIX):
+            if is_writer_temporary(name):
                 os.remove(os.path.join(folder, name))
                 removed += 1
     return removed
