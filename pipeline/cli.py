@@ -8,7 +8,7 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -437,6 +437,21 @@ def preview(store: str, indices: tuple[int, ...], out: Path, classes: str | None
     render_preview(opened, rows, classes=chosen, panel=size, painted=not unpainted).save(out, optimize=True)
     ids = ", ".join(str(int(opened.sample_ids[row])) for row in rows)
     click.echo(f"wrote {out}: samples {ids}")
+    unbuilt = _unbuilt_rows(opened, rows)
+    if unbuilt:
+        click.echo(f"warning: {store} is unfinished: samples {', '.join(str(int(opened.sample_ids[r])) for r in unbuilt)} "
+                   "are not built yet and are drawn blank (resume the build with --resume)", err=True)
+
+
+def _unbuilt_rows(opened: Any, rows: Sequence[int]) -> list[int]:
+    """The rows of an unfinished store whose shard is not recorded done (they read as fill values)."""
+    import numpy as np
+
+    if opened.complete or "shard_done" not in opened.group:
+        return []
+    done = np.asarray(opened.group["shard_done"][:])
+    per_shard = int(opened.labels.metadata.chunk_grid.chunk_shape[0])
+    return [row for row in rows if row // per_shard >= len(done) or not done[row // per_shard]]
 
 
 

@@ -178,3 +178,23 @@ def test_preview_unpainted_needs_masks(synthetic_source: Path, tmp_path: Path) -
     assert result.exit_code == 1 and "--no-masks" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "x.png").exists()
     assert run("preview", str(store), "0", "--size", "32", "--out", str(tmp_path / "y.png")).exit_code == 0
+
+
+def test_preview_of_an_unfinished_store_says_which_samples_are_not_built(synthetic_source: Path,
+                                                                         tmp_path: Path) -> None:
+    store = tmp_path / "unfinished.zarr"
+    build_store(synthetic_source, store, jobs=1, shard_size=4, limit=8)
+    group = zarr.open_group(store, mode="r+")
+    group.attrs["complete"] = False
+    group["shard_done"][1] = False
+    for chunk in (store / "label" / "c" / "1").rglob("*"):  # shard 1 (rows 4-7) as a killed build left it
+        if chunk.is_file():
+            chunk.unlink()
+    ids = [int(i) for i in group["sample_id"][:]]
+    result = CliRunner().invoke(main, ["preview", str(store), str(ids[1]), str(ids[5]), "--out", str(tmp_path / "p.png")])
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert warning == [f"warning: {store} is unfinished: samples {ids[5]} are not built yet and are drawn blank "
+                       "(resume the build with --resume)"], result.output
+    built = CliRunner().invoke(main, ["preview", str(store), str(ids[1]), "--out", str(tmp_path / "q.png")])
+    assert built.exit_code == 0 and "warning" not in built.output, built.output

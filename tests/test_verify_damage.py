@@ -188,3 +188,21 @@ def test_an_array_whose_metadata_says_another_shape_or_type_is_a_problem(built_s
     path.write_text(json.dumps(meta))
     problems = _problems(store)
     assert f"{store}/{expected}" in problems, problems
+
+
+@pytest.mark.parametrize(("name", "dtype"), [("image", "int8"), ("label", "int16"), ("valid", "uint8")])
+def test_readers_refuse_a_store_whose_arrays_metadata_says_another_type(built_store: Path, tmp_path: Path,
+                                                                         name: str, dtype: str) -> None:
+    """open_store (and so info, stats, preview, score, torch) would read int8 pixels or the like."""
+    from celebamask import open_store
+    from celebamask.errors import CelebaMaskError
+
+    store = _damaged_copy(built_store, tmp_path)
+    path = store / name / "zarr.json"
+    meta = json.loads(path.read_text())
+    meta.update(data_type=dtype, fill_value=0)
+    path.write_text(json.dumps(meta))
+    with pytest.raises(CelebaMaskError, match=f"store is damaged: {name} is {dtype}, not "):
+        open_store(store)
+    result = run("stats", store)
+    assert result.exit_code == 1 and result.output.startswith(f"error: {store}: store is damaged"), result.output

@@ -26,6 +26,7 @@ from celebamask.errors import CelebaMaskError
 from celebamask.sources.index import index_source, locate_source
 from celebamask.store.integrity import chunk_keys, file_problem
 from celebamask.store.layout import (
+    ARRAY_TYPES,
     CORE_ARRAYS,
     LAYOUT,
     METADATA_DIGEST,
@@ -335,10 +336,6 @@ def _check_chunks_stored(location: str, arrays: dict[str, Any], keys: set[str]) 
     return problems
 
 
-_ROW_TYPES = {"image": "uint8", "label": "uint8", "sample_id": "int32", "valid": "bool", "shard_done": "bool",
-              "masks": "uint32", "class_present": "bool", "class_area": "uint32"}
-
-
 def _check_shapes(location: str, arrays: dict[str, Any], count: int, size: int) -> list[str]:
     """Each array's shape and data type as a build makes them (damaged metadata may say otherwise)."""
     expected = {"image": (count, size, size, 3), "label": (count, size, size), "sample_id": (count,), "valid": (count,),
@@ -346,7 +343,7 @@ def _check_shapes(location: str, arrays: dict[str, Any], count: int, size: int) 
     problems = [f"{location}/{name}: shape {arrays[name].shape}, expected {shape}"
                 for name, shape in expected.items() if name in arrays and arrays[name].shape != shape]
     problems += [f"{location}/{name}: data type {arrays[name].dtype}, expected {dtype}"
-                 for name, dtype in _ROW_TYPES.items() if name in arrays and str(arrays[name].dtype) != dtype]
+                 for name, dtype in ARRAY_TYPES.items() if name in arrays and str(arrays[name].dtype) != dtype]
     problems += [f"{location}/{name}: {arrays[name].shape[0]} rows, expected {count}"
                  for name in sorted(arrays) if name not in expected and name != "shard_done"
                  and arrays[name].ndim >= 1 and arrays[name].shape[0] != count]

@@ -14,7 +14,7 @@ from celebamask.config import ClassInfo
 from celebamask.errors import CelebaMaskError
 from celebamask.read.masks import MaskQueries
 from celebamask.read.queries import AnnotationQueries
-from celebamask.store.layout import LAYOUT, OLDER_LAYOUTS, creation_state
+from celebamask.store.layout import ARRAY_TYPES, LAYOUT, OLDER_LAYOUTS, creation_state
 from celebamask.store.location import as_target
 from celebamask.store.shards import RowReader, read_rows, read_whole
 
@@ -167,4 +167,9 @@ def open_store(
     if missing:
         state = "damaged" if group.attrs.get("complete") else "incomplete (the build stopped while creating it)"
         raise CelebaMaskError(location, f"store is {state}: no {' or '.join(missing)} array")
+    retyped = [f"{name} is {group[name].dtype}, not {dtype}" for name, dtype in ARRAY_TYPES.items()
+               if name in ("image", "label", "sample_id", "valid", "masks") and name in group
+               and str(group[name].dtype) != dtype]  # type: ignore[union-attr]
+    if retyped:
+        raise CelebaMaskError(location, f"store is damaged: {'; '.join(retyped)} (`celebamask verify` lists its problems)")
     return CelebAMaskStore(group, location, storage_options)

@@ -46,6 +46,9 @@ LAYOUT1_SOURCE_STAMPS_KEY = "source_stamps.json.gz"  # where layout 1 kept them
 STORE_FILES = (LAYOUT1_SOURCE_STAMPS_KEY,)  # files of a store that belong to no Zarr node
 ANNOTATION_ARRAYS = ("celeba_index", "celeba_file", "split", "attributes", "pose")
 CORE_ARRAYS = ("image", "label", "sample_id", "valid", "shard_done")  # in every layout's store
+# the data type of each per-sample array a reader relies on (damaged metadata may say another)
+ARRAY_TYPES = {"image": "uint8", "label": "uint8", "sample_id": "int32", "valid": "bool", "shard_done": "bool",
+               "masks": "uint32", "class_present": "bool", "class_area": "uint32"}
 SAMPLE_COORDINATES = "sample_id"  # CF ``coordinates`` of every per-sample array
 
 
