@@ -495,3 +495,30 @@ def test_a_users_file_ending_in_partial_is_not_taken_for_a_writers_temporary(
     assert mine.read_text() == "mine"
     if mode == "--overwrite":
         assert result.exit_code == 1 and "thesis.partial" in result.output, result.output
+
+
+def test_two_builds_taking_over_one_stale_lock_never_both_hold_it(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Build B takes the dead build's lock over just after build A has read it: A must not then
+    delete B's fresh lock and take its own (both would write the store)."""
+    import celebamask.store.lock as lock
+
+    store = tmp_path / "s.zarr"
+    write_lock(store, dead_pid(), socket.gethostname())
+    read = lock._Backend.read
+    raced = {"yet": False}
+
+    def read_then_another_build_takes_over(self):  # type: ignore[no-untyped-def]
+        text = read(self)
+        if not raced["yet"]:
+            raced["yet"] = True
+            os.remove(self.path)
+            write_lock(store, os.getppid(), socket.gethostname())  # B: a live build on this host
+        return text
+
+    monkeypatch.setattr(lock._Backend, "read", read_then_another_build_takes_over)
+    with pytest.raises(CelebaMaskError, match="locked by another build"):
+        with store_lock(as_target(store), new_build_id()):
+            pass
+    assert json.loads(lock_file(store).read_text())["pid"] == os.getppid()  # B's lock stands
+    assert [p.name for p in tmp_path.iterdir()] == [lock_file(store).name]  # nothing left aside

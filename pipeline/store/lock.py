@@ -142,6 +142,34 @@ class _Backend:
         except (FileNotFoundError, OSError):
             return None
 
+    def take_over(self, stale: bytes) -> bool:
+        """Remove the lock if it still holds ``stale``; False when another build took it over first.
+        Locally by an atomic rename aside: two builds taking over one stale lock cannot both win
+        (one would otherwise delete the lock the other had just created). A fresh lock moved aside
+        by mistake is put back (a hard link: only while the path is free). Object stores have no
+        atomic rename: there the lock is compared, then deleted."""
+        if self.fs is not None:
+            if self.read() != stale:
+                return False
+            self.remove()
+            return True
+        aside = f"{self.path}.{os.getpid()}.{uuid.uuid4().hex}.stale"
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return False
+        try:
+            with open(aside, "rb") as handle:
+                if handle.read() == stale:
+                    return True
+            try:
+                os.link(aside, self.path)
+            except FileExistsError:
+                pass
+            return False
+        finally:
+            os.remove(aside)
+
     def remove(self) -> None:
         try:
             if self.fs is None:
@@ -202,8 +230,9 @@ def store_lock(target: StoreTarget, build_id: str, break_lock: bool = False) -> 
             if _may_take_over(owner, break_lock):
                 log.warning("%s: removed the lock of a build that is no longer running (%s)", target,
                             owner.describe() if owner is not None else "unreadable lock file")
-                backend.remove()
-                created = backend.create(content)
+                if text is None:  # unreadable: nothing to compare, removed as it is
+                    backend.remove()
+                created = (text is None or backend.take_over(text)) and backend.create(content)
     except FileNotFoundError as exc:
         raise CelebaMaskError(target, f"cannot create its lock {backend.path}: the parent folder does not exist") from exc
     except PermissionError as exc:
