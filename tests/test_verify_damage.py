@@ -206,3 +206,25 @@ def test_readers_refuse_a_store_whose_arrays_metadata_says_another_type(built_st
         open_store(store)
     result = run("stats", store)
     assert result.exit_code == 1 and result.output.startswith(f"error: {store}: store is damaged"), result.output
+
+
+@pytest.mark.parametrize("damage", ["group zarr.json cut", "label with an extra dimension"])
+def test_readers_name_the_store_when_its_metadata_cannot_be_read(built_store: Path, tmp_path: Path,
+                                                                 damage: str) -> None:
+    from celebamask import open_store
+    from celebamask.errors import CelebaMaskError
+
+    store = _damaged_copy(built_store, tmp_path)
+    if damage == "group zarr.json cut":
+        path = store / "zarr.json"
+        path.write_text(path.read_text()[:40])
+    else:
+        path = store / "label" / "zarr.json"
+        meta = json.loads(path.read_text())
+        meta["shape"].append(2)
+        path.write_text(json.dumps(meta))
+    with pytest.raises(CelebaMaskError, match="store is damaged: .* cannot be read"):
+        open_store(store)
+    for command in ("stats", "info"):
+        result = run(command, store)
+        assert result.exit_code == 1 and result.output.startswith(f"error: {store}: store is damaged"), result.output

@@ -133,6 +133,11 @@ class CelebAMaskStore(MaskQueries, AnnotationQueries):
         return index
 
 
+def _damaged_metadata(location: str, what: str, exc: Exception) -> CelebaMaskError:
+    return CelebaMaskError(location, f"store is damaged: {what} cannot be read ({exc}); "
+                                     "`celebamask verify` lists its problems")
+
+
 def open_store(
     path: str | Path, *, allow_incomplete: bool = False, storage_options: dict[str, Any] | None = None
 ) -> CelebAMaskStore:
@@ -151,6 +156,8 @@ def open_store(
             raise CelebaMaskError(location, "store is incomplete (the build stopped while creating it); "
                                             "build it again") from exc
         raise CelebaMaskError(location, f"not a celebamask store ({exc})") from exc
+    except ValueError as exc:  # a zarr.json that is not JSON, or not valid metadata
+        raise _damaged_metadata(location, "its zarr.json", exc) from exc
     if "classes" not in group.attrs:
         if group.attrs.get("complete") is False:  # a build killed while it was creating the store
             raise CelebaMaskError(location, "store is incomplete (the build stopped while creating it); build it again")
@@ -163,13 +170,19 @@ def open_store(
         raise CelebaMaskError(
             location, "store is incomplete (the build did not finish); pass allow_incomplete=True to read it anyway"
         )
-    missing = [name for name in ("image", "label", "sample_id") if name not in group]
+    try:
+        missing = [name for name in ("image", "label", "sample_id") if name not in group]
+    except ValueError as exc:  # an array's zarr.json zarr cannot make sense of (shape, chunks, codecs)
+        raise _damaged_metadata(location, "an array's metadata", exc) from exc
     if missing:
         state = "damaged" if group.attrs.get("complete") else "incomplete (the build stopped while creating it)"
         raise CelebaMaskError(location, f"store is {state}: no {' or '.join(missing)} array")
-    retyped = [f"{name} is {group[name].dtype}, not {dtype}" for name, dtype in ARRAY_TYPES.items()
-               if name in ("image", "label", "sample_id", "valid", "masks") and name in group
-               and str(group[name].dtype) != dtype]  # type: ignore[union-attr]
+    try:
+        retyped = [f"{name} is {group[name].dtype}, not {dtype}" for name, dtype in ARRAY_TYPES.items()
+                   if name in ("image", "label", "sample_id", "valid", "masks") and name in group
+                   and str(group[name].dtype) != dtype]  # type: ignore[union-attr]
+    except ValueError as exc:  # an array's zarr.json zarr cannot make sense of (shape, chunks, codecs)
+        raise _damaged_metadata(location, "an array's metadata", exc) from exc
     if retyped:
         raise CelebaMaskError(location, f"store is damaged: {'; '.join(retyped)} (`celebamask verify` lists its problems)")
     return CelebAMaskStore(group, location, storage_options)
