@@ -522,3 +522,21 @@ def test_two_builds_taking_over_one_stale_lock_never_both_hold_it(tmp_path: Path
             pass
     assert json.loads(lock_file(store).read_text())["pid"] == os.getppid()  # B's lock stands
     assert [p.name for p in tmp_path.iterdir()] == [lock_file(store).name]  # nothing left aside
+
+
+@pytest.mark.parametrize("mine", ["masks/c/0/0/7", "masks/c/0/0/0", "label/c/99/0/0", "label/c/0/7", "label/c/0/1/0"])
+def test_a_users_file_named_like_a_chunk_of_no_array_of_this_store_is_refused(
+    synthetic_source: Path, tmp_path: Path, mine: str
+) -> None:
+    """Orphaned chunk files count as the store's own only for an array its build creates (no masks
+    with --no-masks), with that array's number of indices, inside its grid."""
+    store = tmp_path / "s.zarr"
+    build_store(synthetic_source, store, jobs=1, shard_size=4, limit=8, masks=False)
+    (store / "label" / "zarr.json").unlink()  # label's chunks are orphans: label/c/<0 or 1>/0/0 only
+    path = store / mine
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("mine")
+    result = run("build", synthetic_source, store, "--shard-size", "4", "--limit", "8", "--no-masks", "--overwrite",
+                 "--quiet")
+    assert result.exit_code == 1 and mine in result.output, result.output
+    assert path.read_text() == "mine"

@@ -31,7 +31,7 @@ JPEG_CODEC = "celebamask.jpeg"
 SUPPORTED_CODECS = {"bytes", "transpose", "blosc", "zstd", "crc32c", RGB_GRADIENT_CODEC, JPEG_CODEC}
 PARTIAL_SUFFIX = ".partial"  # temporaries of a killed writer end so; a resume clears them
 # <chunk>.<pid>.partial (write_file) and zarr's own <name without suffix>.<uuid hex>.partial
-_WRITER_TEMPORARY = re.compile(r"(?:^|/)(?:\d+|zarr(?:\.json)?|stamps\.json(?:\.gz)?)\.[0-9a-f]+"
+_WRITER_TEMPORARY = re.compile(r"(?:^|/)(?:\d+|zarr(?:\.json)?|(?:source_)?stamps\.json(?:\.gz)?)\.[0-9a-f]+"
                                + re.escape(PARTIAL_SUFFIX) + "$")
 
 

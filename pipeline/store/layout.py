@@ -21,6 +21,7 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from celebamask.config import LABEL_FILL, ClassConfig
+from celebamask.dataset import ARRAYS_BY_FILE
 from celebamask.errors import CelebaMaskError
 from celebamask.store.chunks import cannot_write_shard, is_writer_temporary
 from celebamask.store.codecs import (
@@ -170,16 +171,50 @@ def _own_keys(target: StoreTarget, keys: Sequence[str]) -> set[str] | None:
         own.add(f"{node.path}/zarr.json")
         if isinstance(node, zarr.Array):
             own.update(chunk_keys(node))
-    nodes = {node.path for _, node in members}
-    own.update(key for key in keys if _orphaned_chunk_key(key, nodes))
+    arrays = {node.path: node for _, node in members if isinstance(node, zarr.Array)}
+    orphans = _orphaned_arrays(target, arrays)
+    shards = _shard_count(target, arrays)
+    own.update(key for key in keys if _orphaned_chunk_key(key, orphans, shards))
     return own
 
 
-def _orphaned_chunk_key(key: str, nodes: set[str]) -> bool:
-    """A chunk key (``<array>/c/<i>/<j>…``) of an array a build creates whose zarr.json is lost."""
+# dimensions of each per-sample array a build always creates; rows are chunked by shard
+_DIMENSIONS = {"image": 4, "label": 3, "masks": 3, "sample_id": 1, "valid": 1, "shard_done": 1, "flags": 1,
+               "class_present": 2, "class_area": 2, "class_present_unpainted": 2, "class_area_unpainted": 2,
+               "celeba_index": 1, "celeba_file": 1, "split": 1, "attributes": 2, "pose": 2}
+
+
+def _orphaned_arrays(target: StoreTarget, arrays: dict[str, Any]) -> dict[str, int]:
+    """The arrays a build with this store's recorded options creates whose zarr.json is lost
+    (their dimensions): their chunk files are still the store's own."""
+    provenance = target.open_group(mode="r").attrs.get("provenance")
+    provenance = provenance if isinstance(provenance, dict) else {}
+    options, files = provenance.get("options"), provenance.get("annotation_files")
+    masks = not isinstance(options, dict) or options.get("masks") is not False
+    names = list(layout_arrays(masks))
+    if isinstance(files, dict):  # the annotation arrays of the files the build found
+        names += [name for file, found in files.items() if isinstance(found, dict) and found.get("present")
+                  for name in ARRAYS_BY_FILE.get(file, ())]
+    return {name: _DIMENSIONS[name] for name in names if name not in arrays and name in _DIMENSIONS}
+
+
+def _shard_count(target: StoreTarget, arrays: dict[str, Any]) -> int:
+    """How many row blocks (shards) the store's arrays have, from an array that is still there."""
+    for name in ("shard_done", "valid", "sample_id", "label"):
+        if name in arrays:
+            rows = int(arrays[name].metadata.chunk_grid.chunk_shape[0])
+            return -(-int(arrays[name].shape[0]) // rows) if name != "shard_done" else int(arrays[name].shape[0])
+    return 0
+
+
+def _orphaned_chunk_key(key: str, orphans: dict[str, int], shards: int) -> bool:
+    """A chunk key (``<array>/c/<shard>/0…``, as many indices as its dimensions, inside the grid)
+    of an array of this store's whose zarr.json is lost."""
     parts = key.split("/")
-    return (len(parts) >= 3 and parts[0] not in nodes and parts[-1].isdigit()
-            and _orphaned_chunk_folder("/".join(parts[:-1])))
+    indices = parts[2:]
+    return (parts[0] in orphans and parts[1:2] == ["c"] and len(indices) == orphans[parts[0]]
+            and all(part.isdigit() for part in indices) and int(indices[0]) < shards
+            and all(part == "0" for part in indices[1:]))
 
 
 def _orphaned_chunk_folder(folder: str) -> bool:
