@@ -31,6 +31,7 @@ from celebamask.store.layout import (
     LAYOUT,
     METADATA_DIGEST,
     OLDER_LAYOUTS,
+    built_with_masks,
     creation_state,
     layout_arrays,
     metadata_digest,
@@ -301,7 +302,7 @@ def _layout_arrays(attrs: dict[str, Any]) -> tuple[str, ...]:
     """What a store of this layout holds whatever its source (an older layout's may lack some)."""
     if attrs.get("layout") != LAYOUT:
         return ()
-    return layout_arrays(_dict(_dict(attrs.get("provenance")).get("options")).get("masks") is not False)
+    return layout_arrays(built_with_masks(attrs))
 
 
 def _check_metadata(location: str, target: StoreTarget, attrs: dict[str, Any], keys: list[str]) -> list[str]:

@@ -163,7 +163,8 @@ def _own_keys(target: StoreTarget, keys: Sequence[str]) -> set[str] | None:
     try:
         with warnings.catch_warnings():  # the stamps file is no Zarr node: zarr warns while listing
             warnings.simplefilter("ignore")
-            members = target.open_group(mode="r").members(max_depth=None)
+            group = target.open_group(mode="r")
+            members = group.members(max_depth=None)
     except Exception as exc:  # noqa: BLE001 - metadata zarr cannot read: nothing can be judged
         raise CelebaMaskError(target, f"cannot list its arrays ({type(exc).__name__}: {exc}); refusing to overwrite it") from exc
     own = {"zarr.json", SOURCE_STAMPS_KEY, *STORE_FILES}
@@ -172,8 +173,8 @@ def _own_keys(target: StoreTarget, keys: Sequence[str]) -> set[str] | None:
         if isinstance(node, zarr.Array):
             own.update(chunk_keys(node))
     arrays = {node.path: node for _, node in members if isinstance(node, zarr.Array)}
-    orphans = _orphaned_arrays(target, arrays)
-    shards = _shard_count(target, arrays)
+    orphans = _orphaned_arrays(dict(group.attrs), arrays)
+    shards = _shard_count(arrays)
     own.update(key for key in keys if _orphaned_chunk_key(key, orphans, shards))
     return own
 
@@ -184,21 +185,26 @@ _DIMENSIONS = {"image": 4, "label": 3, "masks": 3, "sample_id": 1, "valid": 1, "
                "celeba_index": 1, "celeba_file": 1, "split": 1, "attributes": 2, "pose": 2}
 
 
-def _orphaned_arrays(target: StoreTarget, arrays: dict[str, Any]) -> dict[str, int]:
+def built_with_masks(attrs: dict[str, Any]) -> bool:
+    """Whether the store's build kept the ``masks`` array (its recorded options; not --no-masks)."""
+    provenance = attrs.get("provenance")
+    options = provenance.get("options") if isinstance(provenance, dict) else None
+    return not isinstance(options, dict) or options.get("masks") is not False
+
+
+def _orphaned_arrays(attrs: dict[str, Any], arrays: dict[str, Any]) -> dict[str, int]:
     """The arrays a build with this store's recorded options creates whose zarr.json is lost
     (their dimensions): their chunk files are still the store's own."""
-    provenance = target.open_group(mode="r").attrs.get("provenance")
-    provenance = provenance if isinstance(provenance, dict) else {}
-    options, files = provenance.get("options"), provenance.get("annotation_files")
-    masks = not isinstance(options, dict) or options.get("masks") is not False
-    names = list(layout_arrays(masks))
+    provenance = attrs.get("provenance")
+    files = provenance.get("annotation_files") if isinstance(provenance, dict) else None
+    names = list(layout_arrays(built_with_masks(attrs)))
     if isinstance(files, dict):  # the annotation arrays of the files the build found
         names += [name for file, found in files.items() if isinstance(found, dict) and found.get("present")
                   for name in ARRAYS_BY_FILE.get(file, ())]
     return {name: _DIMENSIONS[name] for name in names if name not in arrays and name in _DIMENSIONS}
 
 
-def _shard_count(target: StoreTarget, arrays: dict[str, Any]) -> int:
+def _shard_count(arrays: dict[str, Any]) -> int:
     """How many row blocks (shards) the store's arrays have, from an array that is still there."""
     for name in ("shard_done", "valid", "sample_id", "label"):
         if name in arrays:
@@ -223,8 +229,7 @@ def _orphaned_chunk_folder(folder: str) -> bool:
     parts = folder.split("/")
     if folder == SOURCE_STAMPS_GROUP:
         return True
-    built = parts[0] in layout_arrays(masks=True) or parts[0] in ANNOTATION_ARRAYS
-    return built and (len(parts) == 1 or (parts[1] == "c" and all(part.isdigit() for part in parts[2:])))
+    return parts[0] in _DIMENSIONS and (len(parts) == 1 or (parts[1] == "c" and all(part.isdigit() for part in parts[2:])))
 
 
 def _walk_local(root: str) -> tuple[list[str], list[str], list[str]]:
