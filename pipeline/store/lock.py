@@ -232,7 +232,10 @@ def store_lock(target: StoreTarget, build_id: str, break_lock: bool = False) -> 
                             owner.describe() if owner is not None else "unreadable lock file")
                 if text is None:  # unreadable: nothing to compare, removed as it is
                     backend.remove()
-                created = (text is None or backend.take_over(text)) and backend.create(content)
+                    taken = True
+                else:
+                    taken = backend.take_over(text)
+                created = taken and backend.create(content)
     except FileNotFoundError as exc:
         raise CelebaMaskError(target, f"cannot create its lock {backend.path}: the parent folder does not exist") from exc
     except PermissionError as exc:
