@@ -172,17 +172,14 @@ def open_store(
         )
     try:
         missing = [name for name in ("image", "label", "sample_id") if name not in group]
+        retyped = [f"{name} is {group[name].dtype}, not {ARRAY_TYPES[name]}"  # type: ignore[union-attr]
+                   for name in ("image", "label", "sample_id", "valid", "masks")
+                   if name not in missing and name in group and str(group[name].dtype) != ARRAY_TYPES[name]]
     except ValueError as exc:  # an array's zarr.json zarr cannot make sense of (shape, chunks, codecs)
         raise _damaged_metadata(location, "an array's metadata", exc) from exc
     if missing:
         state = "damaged" if group.attrs.get("complete") else "incomplete (the build stopped while creating it)"
         raise CelebaMaskError(location, f"store is {state}: no {' or '.join(missing)} array")
-    try:
-        retyped = [f"{name} is {group[name].dtype}, not {dtype}" for name, dtype in ARRAY_TYPES.items()
-                   if name in ("image", "label", "sample_id", "valid", "masks") and name in group
-                   and str(group[name].dtype) != dtype]  # type: ignore[union-attr]
-    except ValueError as exc:  # an array's zarr.json zarr cannot make sense of (shape, chunks, codecs)
-        raise _damaged_metadata(location, "an array's metadata", exc) from exc
     if retyped:
         raise CelebaMaskError(location, f"store is damaged: {'; '.join(retyped)} (`celebamask verify` lists its problems)")
     return CelebAMaskStore(group, location, storage_options)
