@@ -364,13 +364,18 @@ def _save(image: Image.Image, **options: object) -> bytes:
     return buffer.getvalue()
 
 
+def _libjpegs_pixels(data: bytes, size: int) -> np.ndarray:
+    expected = simplejpeg.decode_jpeg(data, min_height=size, min_width=size, strict=True)
+    if expected.shape[:2] != (size, size):
+        expected = np.asarray(Image.fromarray(expected).resize((size, size), Image.Resampling.LANCZOS))
+    return expected
+
+
 def test_the_rewrite_keeps_libjpegs_pixels_exactly() -> None:
     taken = 0
     for name, data, size in _encodings():
-        expected = simplejpeg.decode_jpeg(data, min_height=size, min_width=size, strict=True)
-        if expected.shape[:2] != (size, size):
-            expected = np.asarray(Image.fromarray(expected).resize((size, size), Image.Resampling.LANCZOS))
-        np.testing.assert_array_equal(decode_image(data, f"{name}.jpg", size), expected, err_msg=name)
+        np.testing.assert_array_equal(decode_image(data, f"{name}.jpg", size), _libjpegs_pixels(data, size),
+                                      err_msg=name)
         eighths = next(n for n in range(1, 9) if -(-int(name.split("->")[0]) * n // 8) >= size)
         taken += rewritten_for_checks(data, eighths).extra_rows
     assert taken >= 8, taken  # files the rewrite decodes itself, not only ones it checks or leaves alone
@@ -423,13 +428,6 @@ HARMLESS = {  # what libjpeg reads past without a word, and jpeg_scans once took
     "RST0 after the scan": _before_the_end(b"\xff\xd0"),
     "DRI after the scan": _before_the_end(b"\xff\xdd\x00\x04\xff\xff"),
 }
-
-
-def _libjpegs_pixels(data: bytes, size: int) -> np.ndarray:
-    expected = simplejpeg.decode_jpeg(data, min_height=size, min_width=size, strict=True)
-    if expected.shape[:2] != (size, size):
-        expected = np.asarray(Image.fromarray(expected).resize((size, size), Image.Resampling.LANCZOS))
-    return expected
 
 
 @pytest.mark.parametrize("marker", list(HARMLESS))
